@@ -25,6 +25,8 @@ GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,10}/[A-Z0-9]{2,10}$")
 TRIGGER_RE = re.compile(r"^\d+ (milliseconds?|seconds?|minutes?)$")
 MEMORY_RE = re.compile(r"^\d+[kmgKMG]$")
+NAMESPACE_RE = re.compile(r"^[a-z_][a-z0-9_]*$")  # Iceberg namespace (same rule as the CRDs)
+ENDPOINT_RE = re.compile(r"^wss?://\S+$")
 LAYERS = ("bronze", "silver", "gold")
 
 
@@ -93,7 +95,7 @@ class Pipeline:
     def checkpoint(self, layer: str) -> str:
         return f"{self.checkpoint_location.rstrip('/')}/{self.name}/{layer}"
 
-    def with_endpoints(self, **overrides: str) -> Pipeline:
+    def with_endpoints(self, **overrides: Any) -> Pipeline:
         """A copy pointing at other services (what `k2 up` does with its local stack)."""
         from dataclasses import replace
 
@@ -103,14 +105,18 @@ class Pipeline:
 DEFAULT_TRIGGERS = {"bronze": "2 seconds", "silver": "5 seconds", "gold": "10 seconds"}
 
 
-def _get(d: dict[str, Any], key: str, where: str, default: Any = ..., kind: type | None = None) -> Any:
+def _get(
+    d: dict[str, Any], key: str, where: str, default: Any = ..., kind: type | None = None
+) -> Any:
     if key not in d or d[key] is None:
         if default is ...:
             raise DeclarationError(f"{where}: missing required field {key!r}")
         return default
     value = d[key]
     if kind is not None and not isinstance(value, kind):
-        raise DeclarationError(f"{where}.{key}: expected {kind.__name__}, got {type(value).__name__} {value!r}")
+        raise DeclarationError(
+            f"{where}.{key}: expected {kind.__name__}, got {type(value).__name__} {value!r}"
+        )
     return value
 
 
@@ -120,24 +126,31 @@ def parse_feed(doc: dict[str, Any]) -> ExchangeFeed:
     spec = _get(doc, "spec", f"ExchangeFeed/{name}", kind=dict)
     exchange = str(_get(spec, "exchange", where, kind=str)).upper()
     if exchange not in EXCHANGES:
-        raise DeclarationError(f"{where}.exchange: {exchange.lower()!r} is not a known exchange ({', '.join(e.lower() for e in EXCHANGES)})")
+        raise DeclarationError(
+            f"{where}.exchange: {exchange.lower()!r} is not a known exchange ({', '.join(e.lower() for e in EXCHANGES)})"
+        )
     symbols = _get(spec, "symbols", where, kind=list)
     if not symbols:
         raise DeclarationError(f"{where}.symbols: at least one symbol is required")
     for s in symbols:
         if not isinstance(s, str) or not SYMBOL_RE.match(s):
-            raise DeclarationError(f"{where}.symbols: {s!r} is not a canonical BASE/QUOTE symbol like 'BTC/USDT'")
+            raise DeclarationError(
+                f"{where}.symbols: {s!r} is not a canonical BASE/QUOTE symbol like 'BTC/USDT'"
+            )
     if len(set(symbols)) != len(symbols):
         raise DeclarationError(f"{where}.symbols: duplicates in {symbols}")
     replicas = _get(spec, "replicas", where, 1, int)
     if replicas < 0:
         raise DeclarationError(f"{where}.replicas: must be >= 0")
+    endpoint = _get(spec, "endpoint", where, None, str)
+    if endpoint is not None and not ENDPOINT_RE.match(endpoint):
+        raise DeclarationError(f"{where}.endpoint: {endpoint!r} must be a ws:// or wss:// URL")
     return ExchangeFeed(
         name=name,
         exchange=exchange,
         symbols=tuple(symbols),
         topic=_get(spec, "topic", where, trades_topic(exchange), str),
-        endpoint=_get(spec, "endpoint", where, None, str),
+        endpoint=endpoint,
         replicas=replicas,
     )
 
@@ -159,7 +172,9 @@ def parse_pipeline(doc: dict[str, Any], feeds: dict[str, ExchangeFeed]) -> Pipel
     feed_names = _get(spec, "feeds", where, kind=list)
     missing = [f for f in feed_names if f not in feeds]
     if missing:
-        raise DeclarationError(f"{where}.feeds: no ExchangeFeed named {', '.join(missing)} in the declaration")
+        raise DeclarationError(
+            f"{where}.feeds: no ExchangeFeed named {', '.join(missing)} in the declaration"
+        )
     kafka = _get(spec, "kafka", where, {}, dict)
     catalog = _get(spec, "catalog", where, {}, dict)
     spark = _get(spec, "spark", where, {}, dict)
@@ -170,34 +185,62 @@ def parse_pipeline(doc: dict[str, Any], feeds: dict[str, ExchangeFeed]) -> Pipel
         j = _get(jobs_spec, layer, f"{where}.jobs", {}, dict)
         trigger = str(_get(j, "trigger", f"{where}.jobs.{layer}", DEFAULT_TRIGGERS[layer], str))
         if not TRIGGER_RE.match(trigger):
-            raise DeclarationError(f"{where}.jobs.{layer}.trigger: {trigger!r} is not like '5 seconds'")
-        jobs[layer] = JobSettings(trigger, _get(j, "maxOffsetsPerTrigger", f"{where}.jobs.{layer}", None, int))
+            raise DeclarationError(
+                f"{where}.jobs.{layer}.trigger: {trigger!r} is not like '5 seconds'"
+            )
+        max_offsets = _get(j, "maxOffsetsPerTrigger", f"{where}.jobs.{layer}", None, int)
+        if max_offsets is not None and max_offsets < 1:
+            raise DeclarationError(f"{where}.jobs.{layer}.maxOffsetsPerTrigger: must be >= 1")
+        jobs[layer] = JobSettings(trigger, max_offsets)
     unknown_jobs = set(jobs_spec) - set(LAYERS)
     if unknown_jobs:
-        raise DeclarationError(f"{where}.jobs: unknown job(s) {sorted(unknown_jobs)}; known: {list(LAYERS)}")
+        raise DeclarationError(
+            f"{where}.jobs: unknown job(s) {sorted(unknown_jobs)}; known: {list(LAYERS)}"
+        )
+    executor_instances = _get(executor, "instances", f"{where}.spark.executor", 2, int)
+    if executor_instances < 1:
+        raise DeclarationError(f"{where}.spark.executor.instances: must be >= 1")
+    namespace = _get(spec, "namespace", where, NAMESPACE, str)
+    if not NAMESPACE_RE.match(namespace):
+        raise DeclarationError(
+            f"{where}.namespace: {namespace!r} is not a lower-case identifier like 'market_data'"
+        )
+    starting_offsets = _get(kafka, "startingOffsets", f"{where}.kafka", "earliest", str)
+    if starting_offsets not in ("earliest", "latest") and not starting_offsets.startswith("{"):
+        raise DeclarationError(
+            f"{where}.kafka.startingOffsets: must be 'earliest', 'latest' or a JSON object, not {starting_offsets!r}"
+        )
     on_loss = _get(spec, "onKafkaDataLoss", where, "fail", str)
     if on_loss not in ("fail", "skip"):
-        raise DeclarationError(f"{where}.onKafkaDataLoss: must be 'fail' or 'skip', not {on_loss!r}")
+        raise DeclarationError(
+            f"{where}.onKafkaDataLoss: must be 'fail' or 'skip', not {on_loss!r}"
+        )
     return Pipeline(
         name=name,
-        namespace=_get(spec, "namespace", where, NAMESPACE, str),
+        namespace=namespace,
         feeds=tuple(feeds[f] for f in feed_names),
         kafka_bootstrap=_get(kafka, "bootstrapServers", f"{where}.kafka", "kafka:9092", str),
-        schema_registry_url=_get(kafka, "schemaRegistryUrl", f"{where}.kafka", "http://schema-registry:8081", str),
+        schema_registry_url=_get(
+            kafka, "schemaRegistryUrl", f"{where}.kafka", "http://schema-registry:8081", str
+        ),
         catalog_uri=_get(catalog, "uri", f"{where}.catalog", "http://iceberg-rest:8181", str),
         warehouse=_get(catalog, "warehouse", f"{where}.catalog", "s3://k2-warehouse/", str),
         checkpoint_location=_get(spec, "checkpointLocation", where, "s3a://k2-checkpoints/", str),
         spark=SparkSettings(
             image=_get(spark, "image", f"{where}.spark", "k2/spark-jobs:0.1.0", str),
             version=_get(spark, "version", f"{where}.spark", "4.1.4", str),
-            driver=_resources(_get(spark, "driver", f"{where}.spark", {}, dict), f"{where}.spark.driver", 1, "2g"),
+            driver=_resources(
+                _get(spark, "driver", f"{where}.spark", {}, dict), f"{where}.spark.driver", 1, "2g"
+            ),
             executor=_resources(executor, f"{where}.spark.executor", 2, "3g"),
-            executor_instances=_get(executor, "instances", f"{where}.spark.executor", 2, int),
-            conf={str(k): str(v) for k, v in _get(spark, "conf", f"{where}.spark", {}, dict).items()},
+            executor_instances=executor_instances,
+            conf={
+                str(k): str(v) for k, v in _get(spark, "conf", f"{where}.spark", {}, dict).items()
+            },
         ),
         jobs=jobs,
         fail_on_data_loss=on_loss == "fail",
-        starting_offsets=_get(kafka, "startingOffsets", f"{where}.kafka", "earliest", str),
+        starting_offsets=starting_offsets,
         reset_checkpoints=_get(spec, "resetCheckpoints", where, False, bool),
         k8s_namespace=doc.get("metadata", {}).get("namespace") or "default",
     )
@@ -208,7 +251,9 @@ def parse_documents(docs: list[dict[str, Any]]) -> Pipeline:
     docs = [d for d in docs if d]
     for d in docs:
         if d.get("apiVersion") != GROUP_VERSION:
-            raise DeclarationError(f"{d.get('kind')}/{d.get('metadata', {}).get('name')}: apiVersion must be {GROUP_VERSION}")
+            raise DeclarationError(
+                f"{d.get('kind')}/{d.get('metadata', {}).get('name')}: apiVersion must be {GROUP_VERSION}"
+            )
     feeds = {}
     for d in docs:
         if d.get("kind") == "ExchangeFeed":

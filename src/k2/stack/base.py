@@ -9,6 +9,7 @@ endpoints other code needs (JSON-able). Everything binds to 127.0.0.1.
 from __future__ import annotations
 
 import abc
+import contextlib
 import os
 import signal
 import socket
@@ -46,6 +47,26 @@ class Service(abc.ABC):
         """Stop every process this service recorded under run_dir."""
         for pid_file in sorted(run_dir.glob("*.pid")):
             stop_pid_file(pid_file)
+
+    def healthy(self, run_dir: Path, endpoints: Mapping[str, Any]) -> bool:
+        """Is the service started earlier under run_dir (with these endpoints) still serving?
+
+        The default only checks that every recorded process is alive; services override it
+        with a real probe. Used by `k2 stack status` and to reuse a running service.
+        """
+        pids = recorded_pids(run_dir)
+        return bool(pids) and all(pid_alive(pid) for pid in pids.values())
+
+
+def recorded_pids(run_dir: Path) -> dict[str, int]:
+    """name -> pid of the processes recorded under run_dir (<name>.pid files)."""
+    result: dict[str, int] = {}
+    for pid_file in sorted(run_dir.glob("*.pid")):
+        try:
+            result[pid_file.stem] = int(pid_file.read_text().strip())
+        except (OSError, ValueError):
+            continue
+    return result
 
 
 def free_port() -> int:
@@ -107,10 +128,8 @@ def stop_pid_file(pid_file: Path, timeout: float = 20.0) -> None:
             break
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline and pid_alive(pid):
-            try:
+            with contextlib.suppress(ChildProcessError):  # reap it if it is our child
                 os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
             time.sleep(0.1)
         if not pid_alive(pid):
             break
@@ -139,7 +158,7 @@ def wait_until(
         try:
             if check():
                 return
-        except Exception:  # noqa: BLE001 - not up yet
+        except Exception:  # noqa: BLE001, S110 - not up yet
             pass
         if pid is not None and not pid_alive(pid):
             raise ServiceFailed(f"{what} exited during start-up:\n{log_tail(log) if log else ''}")
@@ -156,6 +175,7 @@ def tcp_open(port: int, host: str = HOST) -> bool:
 def http_ok(url: str, timeout: float = 2.0) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback only
-            return 200 <= resp.status < 300
+            status: int = resp.status
+            return 200 <= status < 300
     except (urllib.error.URLError, OSError):
         return False

@@ -39,6 +39,7 @@ KUBERNETES_VERSION = "v1.35.4"
 ETCD_VERSION = "v3.6.16"
 HELM_VERSION = "v3.22.0"
 SKAFFOLD_VERSION = "v2.24.0"
+HELM_K8S_MINOR = "37"  # k8s.io/client-go v0.37.0 in helm v3.22.0's go.mod
 
 
 def _k8s_version_ldflags(version: str) -> tuple[str, ...]:
@@ -80,7 +81,9 @@ class GoModule:
     name: str
     require: str
     version: str
-    binaries: dict[str, str]  # binary name -> package (the binary name is the package's last element)
+    binaries: dict[
+        str, str
+    ]  # binary name -> package (the binary name is the package's last element)
     ldflags: tuple[str, ...] = ()
     main_go: str | None = None  # for a module that is itself the main package
     # Copy the required module's replace directives (module => module version; local paths
@@ -131,6 +134,13 @@ MODULES: dict[str, GoModule] = {
             ldflags=(
                 f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
                 "-X helm.sh/helm/v3/internal/version.gitTreeState=clean",
+                # As helm's Makefile does (from its client-go v0.37.0): the Kubernetes version
+                # `helm template`/`lint` assume without a cluster (else 1.20).
+                *(
+                    f"-X helm.sh/helm/v3/pkg/{pkg}.k8sVersion{part}={value}"
+                    for pkg in ("lint/rules", "chartutil")
+                    for part, value in (("Major", "1"), ("Minor", HELM_K8S_MINOR))
+                ),
             ),
         ),
         GoModule(
@@ -142,7 +152,6 @@ MODULES: dict[str, GoModule] = {
             ldflags=(
                 "-X github.com/GoogleContainerTools/skaffold/v2/pkg/skaffold/version.version="
                 + SKAFFOLD_VERSION,
-                "-X github.com/GoogleContainerTools/skaffold/v2/pkg/skaffold/version.gitTreeState=clean",
                 "-X github.com/GoogleContainerTools/skaffold/v2/pkg/skaffold/version.buildDate="
                 "1970-01-01T00:00:00Z",
             ),
@@ -182,29 +191,49 @@ def go_env() -> dict[str, str]:
 
 
 def go_binary() -> str:
-    go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)
+    go = shutil.which("go") or (
+        "/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None
+    )
     if go is None:
         raise ToolError("the Go toolchain (`go`) is not on PATH; install Go >= 1.25")
     return go
 
 
-def _run_go(args: Sequence[str], *, cwd: Path, nice: bool = True, capture: bool = False) -> str:
+def _run_go(
+    args: Sequence[str],
+    *,
+    cwd: Path,
+    nice: bool = True,
+    capture: bool = False,
+    heartbeat: float = 60.0,
+) -> str:
+    """Run `go args...` (niced); long runs print a progress line every `heartbeat` seconds."""
     argv = [go_binary(), *args]
     if nice and shutil.which("nice"):
         argv = ["nice", "-n", "10", *argv]
-    proc = subprocess.run(
-        argv,
-        cwd=cwd,
-        env=go_env(),
-        stdout=subprocess.PIPE if capture else sys.stderr,
-        stderr=subprocess.PIPE if capture else sys.stderr,
-        text=True,
-        check=False,
-    )
+    t0 = time.monotonic()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=go_env(),
+            stdout=out if capture else sys.stderr,
+            stderr=err if capture else sys.stderr,
+            text=True,
+        )
+        while True:
+            try:
+                proc.wait(timeout=heartbeat)
+                break
+            except subprocess.TimeoutExpired:
+                log(f"  ... go {args[0]} still running ({time.monotonic() - t0:.0f}s)")
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
     if proc.returncode != 0:
-        detail = f"\n{proc.stderr[-4000:]}" if capture and proc.stderr else ""
+        detail = f"\n{stderr[-4000:]}" if capture and stderr else ""
         raise ToolError(f"`go {' '.join(args)}` failed in {cwd} (exit {proc.returncode}){detail}")
-    return proc.stdout if capture else ""
+    return stdout
 
 
 # ---------------------------------------------------------------- paths and stamps
@@ -266,13 +295,17 @@ def _lock(name: str) -> Iterator[None]:
 def build_module(module: GoModule, *, force: bool = False) -> dict[str, Path]:
     """Build every binary of `module` in one `go build` (idempotent, locked)."""
     if not (module.dir / "go.mod").exists():
-        raise ToolError(f"{module.dir}/go.mod is missing; run `python -m k2.stack.tools pin {module.name}`")
+        raise ToolError(
+            f"{module.dir}/go.mod is missing; run `python -m k2.stack.tools pin {module.name}`"
+        )
     with _lock(module.name):
         if not force and all(_is_current(b) for b in module.binaries):
             return {b: _binary_path(b) for b in module.binaries}
         stamp = _stamp(module)
         t0 = time.monotonic()
-        log(f"building {', '.join(module.binaries)} from {module.require}@{module.version} (cold: minutes)")
+        log(
+            f"building {', '.join(module.binaries)} from {module.require}@{module.version} (cold: minutes)"
+        )
         with tempfile.TemporaryDirectory(prefix=f"k2-build-{module.name}-", dir=bin_root()) as tmp:
             ldflags = " ".join(("-s", "-w", *module.ldflags))
             _run_go(
@@ -357,8 +390,11 @@ def pin(module: GoModule) -> None:
     """Regenerate build/kube/<module>/go.mod + go.sum (needs the module proxy)."""
     module.dir.mkdir(parents=True, exist_ok=True)
     info = json.loads(
-        _run_go(["mod", "download", "-json", f"{module.require}@{module.version}"], cwd=module.dir.parent,
-                capture=True)
+        _run_go(
+            ["mod", "download", "-json", f"{module.require}@{module.version}"],
+            cwd=module.dir.parent,
+            capture=True,
+        )
     )
     upstream = Path(info["GoMod"]).read_text()
     go_line = re.search(r"^go (\S+)", upstream, re.M)
@@ -396,7 +432,9 @@ def pin(module: GoModule) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m k2.stack.tools", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m k2.stack.tools", description=__doc__.split("\n\n")[0]
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build missing tools (default: all)")
     b.add_argument("tools", nargs="*", metavar="TOOL", help=", ".join(TOOLS))
