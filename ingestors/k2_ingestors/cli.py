@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from k2_ingestors.config import CONFIGS, SINKS, config_for
+from k2_ingestors.config import CONFIGS, SINKS, IngestConfig, config_for
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO")
 
 
-def config_from_args(args: argparse.Namespace) -> object:
+def config_from_args(args: argparse.Namespace) -> IngestConfig:
     symbols = (
         tuple(s.strip() for s in args.symbols.split(",") if s.strip()) if args.symbols else None
     )
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"k2 ingest: {exc}", file=sys.stderr)
         return 2
-    Ingestor(config).run_forever()  # type: ignore[arg-type]
+    Ingestor(config).run_forever()
     return 0
 
 

@@ -174,3 +174,47 @@ def config_for(
     except KeyError:
         raise ValueError(f"unknown exchange {exchange!r}; known: {', '.join(CONFIGS)}") from None
     return cls.from_env(env, **overrides)
+
+
+def config_from_feed(
+    feed: Any, bootstrap_servers: str, schema_registry_url: str, **overrides: Any
+) -> IngestConfig:
+    """The config of one ExchangeFeed (k2.pipeline) against given Kafka/registry endpoints."""
+    return config_for(
+        feed.exchange,
+        symbols=tuple(feed.symbols),
+        urls=(feed.endpoint,) if feed.endpoint else None,
+        topic=feed.topic,
+        bootstrap_servers=bootstrap_servers,
+        schema_registry_url=schema_registry_url,
+        **overrides,
+    )
+
+
+def ingest_argv(config: IngestConfig, python: str | None = None) -> list[str]:
+    """argv running `config` as its own process (what `k2 up` may spawn)."""
+    import sys
+
+    argv = [
+        python or sys.executable,
+        "-m",
+        "k2_ingestors.cli",
+        config.exchange.lower(),
+        "--symbols",
+        ",".join(config.symbols),
+    ]
+    for url in config.urls:
+        argv += ["--url", url]
+    argv += [
+        "--sink",
+        config.sink,
+        "--bootstrap-servers",
+        config.bootstrap_servers,
+        "--schema-registry-url",
+        config.schema_registry_url,
+        "--topic",
+        config.topic,
+    ]
+    if config.metrics_port is not None:
+        argv += ["--metrics-port", str(config.metrics_port)]
+    return argv

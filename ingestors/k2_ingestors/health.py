@@ -115,7 +115,7 @@ class IngestCollector(Collector):
             "1 when the circuit breaker is open",
             1.0 if self.client.breaker.state == "open" else 0.0,
         )
-        lat = k.latencies_ms[-5000:]
+        lat = list(k.latencies_ms)
         if lat:
             ordered = sorted(lat)
             q = GaugeMetricFamily(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import IO, Any, Protocol
@@ -33,7 +34,9 @@ class SinkStats:
     dead_letters: int = 0
     encode_errors: int = 0
     queue_full: int = 0  # times the producer's queue was full (backpressure)
-    latencies_ms: list[float] = field(default_factory=list)  # sampled produce->ack latencies
+    latencies_ms: deque[float] = field(
+        default_factory=lambda: deque(maxlen=20_000)
+    )  # recent sampled produce->ack latencies
 
 
 class Sink(Protocol):
@@ -215,7 +218,7 @@ class KafkaSink:
     def _timed(self, started: float) -> Any:
         def cb(err: Any, msg: Any) -> None:
             self._on_delivery(err, msg)
-            if err is None and len(self.stats.latencies_ms) < 1_000_000:
+            if err is None:
                 self.stats.latencies_ms.append((time.perf_counter() - started) * 1000.0)
 
         return cb

@@ -36,6 +36,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
 from k2.contracts.trade import TradeV3
+from k2_ingestors.buffer import BufferClosed
 from k2_ingestors.exchanges.base import Event, ExchangeAdapter, ParseError
 
 log = logging.getLogger("k2.ingest.ws")
@@ -340,6 +341,9 @@ class ResilientClient:
                     if self._stop.is_set():
                         break
                     if self._primary is current and current.task.done():
+                        if self._rotating:  # a standby is being cut over: it becomes primary
+                            await asyncio.sleep(0.01)
+                            continue
                         break
                 self.stats.connected = False
                 self.stats.subscribed = False
@@ -482,6 +486,11 @@ class ResilientClient:
         except asyncio.CancelledError:
             conn.reason = conn.reason or "cancelled"
             raise
+        except BufferClosed:
+            conn.reason = conn.reason or "stopping"
+        except Exception as exc:  # a bug must not end the ingestor silently
+            log.exception("%s: reader failed on %s", adapter.name, conn.url)
+            conn.reason = f"reader failed: {exc!r}"
         return conn.reason
 
     def _on_event(self, conn: _Conn, ev: Event) -> None:
@@ -551,6 +560,12 @@ class ResilientClient:
 
     async def _rotate(self, old: _Conn) -> None:
         """Open a standby, hold its trades until they overlap the old one's, then cut over."""
+        try:
+            await self._rotate_inner(old)
+        except Exception:  # logged; the old connection keeps streaming
+            log.exception("%s: rotation failed", self.adapter.name)
+
+    async def _rotate_inner(self, old: _Conn) -> None:
         standby = await self._open(self.current_url, standby=True)
         if standby is None:
             # the old connection keeps going; try again after a backoff step
@@ -595,4 +610,3 @@ class ResilientClient:
         self.stats.subscribed = True
         self.stats.rotations += 1
         log.info("%s: rotated to a new connection on %s", self.adapter.name, standby.url)
-

@@ -209,6 +209,15 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
 
 
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """The same credentials as the reconcilers' client: $KUBECONFIG (read now, not when the
+    kubernetes library was imported), else the pod's service account."""
+    if os.environ.get("KUBECONFIG") or not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return kopf.login_with_kubeconfig(**kwargs)
+    return kopf.login_with_service_account(**kwargs)
+
+
 @kopf.on.cleanup()
 def cleanup(**_: Any) -> None:
     reset_context()

@@ -17,17 +17,22 @@ Execution (`GoldReader`):
    field id) into Arrow, then the same SQL over that.
 
 Latency: `GoldReader` keeps the loaded `Table` (metadata) in process and only
-reloads it on `refresh()`; the data extent (newest/oldest partition, read from
-the manifest list's partition summaries) is cached per snapshot id, which is
-immutable. `latest` reads the newest hour partition first and widens backwards
-(1, 2, 4, ... hours) only while it has fewer than `limit` trades.
+reloads it on `refresh()` (one catalog round trip). Planning runs pyiceberg's own
+planner (`ManifestGroupPlanner`, exactly what `scan.plan_files()` runs) over
+manifest lists and manifests read once per process, both being immutable files;
+the data extent (oldest/newest hour partition) is cached per snapshot id. Nothing
+derived from data files is cached. `latest` reads the newest hour partition first
+and widens backwards (1, 1, 2, 4, ... hours) only while it has fewer than `limit`
+trades.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
@@ -443,6 +448,8 @@ class GoldReader:
         self._read_path = read_path
         self._con: duckdb.DuckDBPyConnection | None = None
         self._extent: dict[int, Extent | None] = {}
+        self._manifest_lists: dict[int, list[Any]] = {}
+        self._entries = _EntryCache(_MAX_CACHED_MANIFESTS)
 
     @classmethod
     def load(cls, catalog: Any, identifier: str = GOLD.identifier, **kwargs: Any) -> GoldReader:
@@ -502,7 +509,7 @@ class GoldReader:
         )
         newest_day: int | None = None
         oldest: tuple[int, int] | None = None
-        for manifest in snap.manifests(self.table.io):
+        for manifest in self._manifests(snap):
             if manifest.content != ManifestContent.DATA:
                 continue
             if manifest.added_files_count == 0 and manifest.existing_files_count == 0:
@@ -523,7 +530,7 @@ class GoldReader:
         if newest_day is None or oldest is None:
             return None
         day = _EPOCH.date() + dt.timedelta(days=newest_day)
-        tasks = self.table.scan(row_filter=EqualTo(DATE_COL, day)).plan_files()
+        tasks = self.plan(EqualTo(DATE_COL, day), ScanStats())
         hours = [_task_partition(t)[1] for t in tasks]
         newest = _hour_start(day, max(hours)) if hours else _hour_start(day, 23)
         return Extent(_hour_start(*oldest), newest)
@@ -542,12 +549,34 @@ class GoldReader:
         return True
 
     def plan(self, row_filter: BooleanExpression, stats: ScanStats) -> list[FileScanTask]:
+        """The file scan tasks of `table.scan(row_filter).plan_files()`, with metadata cached.
+
+        Same pyiceberg planner (ManifestGroupPlanner: manifest summaries, partition and
+        metrics evaluators, delete-file index), planned locally; the manifest list of each
+        snapshot and the entries of each manifest are read once, as both are immutable.
+        """
+        from pyiceberg.table import ManifestGroupPlanner
+
         t0 = time.perf_counter()
-        tasks = list(self.table.scan(row_filter=row_filter).plan_files())
+        snap = self.table.current_snapshot()
+        tasks: list[FileScanTask] = []
+        if snap is not None:
+            planner = ManifestGroupPlanner(self.table.metadata, self.table.io, row_filter)
+            tasks = list(planner.plan_files(self._manifests(snap)))
         stats.plan_ms += (time.perf_counter() - t0) * 1000
         stats.plans += 1
         stats.add_tasks(tasks)
         return tasks
+
+    def _manifests(self, snap: Any) -> list[Any]:
+        key = snap.snapshot_id
+        if key not in self._manifest_lists:
+            if len(self._manifest_lists) >= _MAX_CACHED_SNAPSHOTS:
+                self._manifest_lists.pop(next(iter(self._manifest_lists)))
+            self._manifest_lists[key] = [
+                _CachedManifest(m, self._entries) for m in snap.manifests(self.table.io)
+            ]
+        return self._manifest_lists[key]
 
     def sql(
         self,
@@ -840,6 +869,46 @@ class GoldReader:
         if not rows:
             result.message = f"no trades in {tr}"
         return result
+
+
+_MAX_CACHED_SNAPSHOTS = 8
+_MAX_CACHED_MANIFESTS = 4096
+
+
+class _EntryCache:
+    """Live entries per manifest path (manifests are immutable), least recently used out."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._data: OrderedDict[tuple[str, bool], list[Any]] = OrderedDict()
+        self._lock = threading.Lock()  # pyiceberg opens manifests from a thread pool
+
+    def get(self, manifest: Any, io: Any, discard_deleted: bool) -> list[Any]:
+        key = (manifest.manifest_path, discard_deleted)
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                return self._data[key]
+        entries: list[Any] = manifest.fetch_manifest_entry(io, discard_deleted=discard_deleted)
+        with self._lock:
+            self._data[key] = entries
+            while len(self._data) > self.capacity:
+                self._data.popitem(last=False)
+        return entries
+
+
+class _CachedManifest:
+    """A pyiceberg ManifestFile whose entries come from an `_EntryCache`."""
+
+    def __init__(self, manifest: Any, cache: _EntryCache) -> None:
+        self._manifest = manifest
+        self._cache = cache
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._manifest, name)
+
+    def fetch_manifest_entry(self, io: Any, discard_deleted: bool = True) -> list[Any]:
+        return self._cache.get(self._manifest, io, discard_deleted)
 
 
 def _unbounded_extent() -> Extent:

@@ -194,6 +194,45 @@ def test_planned_scans_touch_only_the_files_of_the_range_hours(gold: dict[str, A
     assert planned(TimeRange(at(D, 10), at(D, 12))) == []
 
 
+@pytest.mark.parametrize(
+    "tf",
+    [
+        TradeFilter(TimeRange(at(D, 22), at(D, 23)), "BTC/USDT"),
+        TradeFilter(TimeRange(at(D, 22, 5), at(D, 22, 10)), "BTC/USDT"),
+        TradeFilter(TimeRange(at(D, 20), at(D1, 2)), "ETH/USDT"),
+        TradeFilter(TimeRange.day(D), None, "KRAKEN"),
+        TradeFilter(TimeRange(at(D, 10), at(D, 12)), None),
+    ],
+)
+def test_cached_planning_is_pyicebergs_plan(gold: dict[str, Any], tf: TradeFilter) -> None:
+    from k2.gold_queries import ScanStats
+
+    table = gold["table"]
+    reader = GoldReader(table)
+    want = sorted(t.file.file_path for t in table.scan(row_filter=tf.iceberg()).plan_files())
+    for _ in range(2):  # cold, then from the cached manifests
+        assert sorted(t.file.file_path for t in reader.plan(tf.iceberg(), ScanStats())) == want
+
+
+def test_refresh_sees_new_commits(catalog: dict[str, Any]) -> None:
+    cat = load_catalog(catalog["uri"], catalog["warehouse"])
+    spec = dataclasses.replace(GOLD, namespace=f"k2_test_query_{uuid.uuid4().hex[:8]}")
+    iceberg_ddl.apply(cat, iceberg_ddl.plan_in(cat, spec))
+    try:
+        reader = GoldReader(cat.load_table(spec.identifier))
+        table = cat.load_table(spec.identifier)  # the writer's own table object
+        assert reader.latest("BTC/USDT", 5).rows == [] and reader.extent() is None
+        table.append(trades_table(gold_arrow_schema(table), [T["b1"], T["b2"]]))
+        assert reader.latest("BTC/USDT", 5).rows == []  # the cached metadata: no new snapshot yet
+        reader.refresh()
+        assert latest_names(reader.latest("BTC/USDT", 5)) == ["b2", "b1"]
+        table.append(trades_table(gold_arrow_schema(table), [T["b9"]]))
+        reader.refresh()
+        assert latest_names(reader.latest("BTC/USDT", 1)) == ["b9"]
+    finally:
+        iceberg_ddl.drop(cat, spec.identifier, purge=True)
+
+
 def test_latest_reads_the_newest_hour_first_and_widens_only_when_short(reader: GoldReader) -> None:
     r = reader.latest("BTC/USDT", 2)
     assert latest_names(r) == ["b9", "b8"]

@@ -46,15 +46,23 @@ KIND_VERSION = "v0.32.0"
 RELEASE = "k2"
 
 
-def run(argv: list[str], *, timeout: float = 1800, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
+def run(
+    argv: list[str], *, timeout: float = 1800, check: bool = True, **kw: Any
+) -> subprocess.CompletedProcess[str]:
     print("+", " ".join(argv), flush=True)
-    proc = subprocess.run(argv, text=True, capture_output=True, timeout=timeout, cwd=REPO_ROOT, **kw)
+    proc = subprocess.run(
+        argv, text=True, capture_output=True, timeout=timeout, cwd=REPO_ROOT, **kw
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        raise AssertionError(
+            f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
     return proc
 
 
-def eventually(check: Callable[[], Any], *, timeout: float, what: str, interval: float = 10.0) -> Any:
+def eventually(
+    check: Callable[[], Any], *, timeout: float, what: str, interval: float = 10.0
+) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -62,7 +70,7 @@ def eventually(check: Callable[[], Any], *, timeout: float, what: str, interval:
             last = check()
             if last:
                 return last
-        except Exception as exc:  # noqa: BLE001 - not there yet
+        except Exception as exc:  # not there yet
             last = exc
         time.sleep(interval)
     raise AssertionError(f"{what}: not reached within {timeout:.0f}s (last: {last!r})")
@@ -95,7 +103,12 @@ def docker_engine() -> str | None:
     docker = shutil.which("docker")
     if not docker:
         return "no docker CLI on PATH"
-    proc = subprocess.run([docker, "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [docker, "info", "--format", "{{.ServerVersion}}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
         return f"no Docker engine ({lines[-1] if lines else 'docker info failed'})"
@@ -124,8 +137,14 @@ class Cluster:
     def context(self) -> str:
         return f"kind-{self.name}"
 
-    def k(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return run([self.kubectl, "--context", self.context, "-n", self.namespace, *args], timeout=timeout, check=check)
+    def k(
+        self, *args: str, timeout: float = 300, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        return run(
+            [self.kubectl, "--context", self.context, "-n", self.namespace, *args],
+            timeout=timeout,
+            check=check,
+        )
 
     def get_json(self, *args: str) -> Any:
         return json.loads(self.k("get", *args, "-o", "json").stdout)
@@ -140,7 +159,17 @@ def build_and_load(cluster: Cluster, tag: str) -> None:
         if target:
             argv += ["--target", target]
         run([*argv, "."], timeout=3600, env={**os.environ, "DOCKER_BUILDKIT": "1"})
-    run([cluster.kind, "load", "docker-image", "--name", cluster.name, *(f"{i}:{tag}" for i in IMAGES)], timeout=1800)
+    run(
+        [
+            cluster.kind,
+            "load",
+            "docker-image",
+            "--name",
+            cluster.name,
+            *(f"{i}:{tag}" for i in IMAGES),
+        ],
+        timeout=1800,
+    )
 
 
 def install_chart(cluster: Cluster, tag: str) -> None:
@@ -148,11 +177,23 @@ def install_chart(cluster: Cluster, tag: str) -> None:
         run([cluster.helm, "dependency", "build", str(CHART)], timeout=600)
     run(
         [
-            cluster.helm, "upgrade", "--install", RELEASE, str(CHART),
-            "--kube-context", cluster.context, "-n", cluster.namespace, "--create-namespace",
-            "-f", str(CHART / "environments" / "kind.yaml"),
-            "--set", f"images.operator.tag={tag},images.ingestor.tag={tag},images.spark.tag={tag}",
-            "--wait", "--timeout", "20m",
+            cluster.helm,
+            "upgrade",
+            "--install",
+            RELEASE,
+            str(CHART),
+            "--kube-context",
+            cluster.context,
+            "-n",
+            cluster.namespace,
+            "--create-namespace",
+            "-f",
+            str(CHART / "environments" / "kind.yaml"),
+            "--set",
+            f"images.operator.tag={tag},images.ingestor.tag={tag},images.spark.tag={tag}",
+            "--wait",
+            "--timeout",
+            "20m",
         ],
         timeout=1500,
     )
@@ -165,7 +206,9 @@ def cluster() -> Iterator[Cluster]:
         pytest.skip(f"kind tests need a Docker engine: {reason}")
     kind = kind_binary()
     if not kind:
-        pytest.skip(f"kind tests need kind: `make kind-bin` (go install sigs.k8s.io/kind@{KIND_VERSION}) or KIND=...")
+        pytest.skip(
+            f"kind tests need kind: `make kind-bin` (go install sigs.k8s.io/kind@{KIND_VERSION}) or KIND=..."
+        )
     name = os.environ.get("K2_KIND_CLUSTER", "k2-e2e")
     tag = os.environ.get("K2_KIND_TAG", "dev")
     existing = run([kind, "get", "clusters"]).stdout.split()
@@ -180,7 +223,9 @@ def cluster() -> Iterator[Cluster]:
     if c.created:
         run([kind, "create", "cluster", "--name", name, "--wait", "180s"], timeout=900)
     try:
-        released = run([c.helm, "status", RELEASE, "--kube-context", c.context, "-n", c.namespace], check=False)
+        released = run(
+            [c.helm, "status", RELEASE, "--kube-context", c.context, "-n", c.namespace], check=False
+        )
         if c.created or released.returncode != 0:
             build_and_load(c, tag)
             install_chart(c, tag)
@@ -194,11 +239,24 @@ def cluster() -> Iterator[Cluster]:
 def port_forward(cluster: Cluster, target: str, remote: int) -> Iterator[int]:
     local = free_port()
     proc = subprocess.Popen(
-        [cluster.kubectl, "--context", cluster.context, "-n", cluster.namespace, "port-forward",
-         "--address", "127.0.0.1", target, f"{local}:{remote}"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            cluster.kubectl,
+            "--context",
+            cluster.context,
+            "-n",
+            cluster.namespace,
+            "port-forward",
+            "--address",
+            "127.0.0.1",
+            target,
+            f"{local}:{remote}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
+
         def listening() -> bool:
             with socket.socket() as s:
                 s.settimeout(0.5)
@@ -217,7 +275,19 @@ def port_forward(cluster: Cluster, target: str, remote: int) -> Iterator[int]:
 
 def test_release_is_deployed_with_every_component(cluster: Cluster) -> None:
     status = json.loads(
-        run([cluster.helm, "status", RELEASE, "--kube-context", cluster.context, "-n", cluster.namespace, "-o", "json"]).stdout
+        run(
+            [
+                cluster.helm,
+                "status",
+                RELEASE,
+                "--kube-context",
+                cluster.context,
+                "-n",
+                cluster.namespace,
+                "-o",
+                "json",
+            ]
+        ).stdout
     )
     assert status["info"]["status"] == "deployed"
     deployments = {d["metadata"]["name"] for d in cluster.get_json("deployments")["items"]}
@@ -230,7 +300,8 @@ def test_feeds_become_ready(cluster: Cluster) -> None:
     def ready() -> bool:
         feeds = cluster.get_json("exchangefeeds")["items"]
         conditions = [
-            {c["type"]: c["status"] for c in (f.get("status") or {}).get("conditions", [])} for f in feeds
+            {c["type"]: c["status"] for c in (f.get("status") or {}).get("conditions", [])}
+            for f in feeds
         ]
         return len(feeds) == 2 and all(c.get("Ready") == "True" for c in conditions)
 
@@ -240,7 +311,10 @@ def test_feeds_become_ready(cluster: Cluster) -> None:
 def test_spark_applications_run(cluster: Cluster) -> None:
     def running() -> bool:
         apps = cluster.get_json("sparkapplications")["items"]
-        states = {a["metadata"]["name"]: (a.get("status") or {}).get("applicationState", {}).get("state") for a in apps}
+        states = {
+            a["metadata"]["name"]: (a.get("status") or {}).get("applicationState", {}).get("state")
+            for a in apps
+        }
         return len(states) == 3 and all(s == "RUNNING" for s in states.values())
 
     eventually(running, timeout=900, what="bronze, silver and gold SparkApplications RUNNING")
@@ -254,7 +328,10 @@ def test_gold_has_trades_of_both_exchanges(cluster: Cluster) -> None:
     user = base64.b64decode(secret["rootUser"]).decode()
     password = base64.b64decode(secret["rootPassword"]).decode()
     timeout = float(os.environ.get("K2_KIND_GOLD_TIMEOUT", "1200"))
-    with port_forward(cluster, "svc/k2-iceberg-rest", 8181) as rest, port_forward(cluster, "svc/k2-minio", 9000) as s3:
+    with (
+        port_forward(cluster, "svc/k2-iceberg-rest", 8181) as rest,
+        port_forward(cluster, "svc/k2-minio", 9000) as s3,
+    ):
         catalog = load_catalog(
             "k2",
             type="rest",
@@ -271,10 +348,14 @@ def test_gold_has_trades_of_both_exchanges(cluster: Cluster) -> None:
         def exchanges_in_gold() -> dict[str, int] | None:
             table = catalog.load_table("market_data.gold_crypto_trades")
             table.refresh()
-            rows = table.scan(selected_fields=("exchange",)).to_arrow().column("exchange").to_pylist()
+            rows = (
+                table.scan(selected_fields=("exchange",)).to_arrow().column("exchange").to_pylist()
+            )
             counts = {e: rows.count(e) for e in set(rows)}
             print("gold rows by exchange:", counts, flush=True)
             return counts if counts.get("BINANCE", 0) > 0 and counts.get("KRAKEN", 0) > 0 else None
 
-        counts = eventually(exchanges_in_gold, timeout=timeout, what="gold rows for BINANCE and KRAKEN", interval=20)
+        counts = eventually(
+            exchanges_in_gold, timeout=timeout, what="gold rows for BINANCE and KRAKEN", interval=20
+        )
     assert counts["BINANCE"] > 0 and counts["KRAKEN"] > 0

