@@ -328,7 +328,7 @@ class ResilientClient:
                     self._failover()
                     await self._sleep(self.backoff.next())
                     continue
-                self.breaker.record_success()
+                # the breaker closes when the connection proves healthy (see below), not on connect
                 self._primary = conn
                 conn.task = asyncio.get_running_loop().create_task(self._reader(conn))
                 while True:  # follow the primary through rotations
@@ -354,6 +354,9 @@ class ResilientClient:
                 reason = self._primary.reason if self._primary else "?"
                 if lived >= self.policy.healthy_after:
                     self.backoff.reset()
+                    self.breaker.record_success()
+                else:  # accepted then closed at once (flapping) counts as a failure
+                    self.breaker.record_failure()
                 if reason != "stale":
                     self._failover()
                 delay = self.backoff.next()

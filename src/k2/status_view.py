@@ -44,7 +44,9 @@ class Status:
 
     def gold_rows_by_exchange(self) -> dict[str, int]:
         """Silver tables are per exchange; gold holds their deduplicated union."""
-        return {layer.table: layer.rows for layer in self.layers if layer.table.startswith("silver_")}
+        return {
+            layer.table: layer.rows for layer in self.layers if layer.table.startswith("silver_")
+        }
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -85,7 +87,11 @@ def scrape(url: str, timeout: float = 1.0) -> dict[tuple[str, str], float]:
 
 def metric(values: dict[tuple[str, str], float], suffix: str) -> float:
     """Sum of every K2 ingest metric whose name ends with `suffix` (exporters add _total)."""
-    return sum(v for (name, _), v in values.items() if name.startswith("k2_ingest_") and name.endswith(suffix))
+    return sum(
+        v
+        for (name, _), v in values.items()
+        if name.startswith("k2_ingest_") and name.endswith(suffix)
+    )
 
 
 def layer_status(catalog: Any, identifier: str, now: float) -> LayerStatus:
@@ -105,9 +111,13 @@ def layer_status(catalog: Any, identifier: str, now: float) -> LayerStatus:
 
 def render(status: Status) -> str:
     """A compact, aligned view (pure)."""
-    lines = [f"K2 local pipeline — running {status.elapsed_s:5.0f}s   (Ctrl-C stops; state is kept)"]
+    lines = [
+        f"K2 local pipeline — running {status.elapsed_s:5.0f}s   (Ctrl-C stops; state is kept)"
+    ]
     lines.append("")
-    lines.append(f"{'feed':<10}{'trades':>12}{'trades/s':>10}{'errors':>8}{'dead-letter':>13}  state")
+    lines.append(
+        f"{'feed':<10}{'trades':>12}{'trades/s':>10}{'errors':>8}{'dead-letter':>13}  state"
+    )
     for f in status.feeds:
         state = "up" if f.up else "DOWN"
         lines.append(
@@ -122,7 +132,9 @@ def render(status: Status) -> str:
     down = [name for name, alive in status.processes.items() if not alive]
     if down:
         lines.append("")
-        lines.append("stopped unexpectedly: " + ", ".join(down) + "  (see logs in the run directory)")
+        lines.append(
+            "stopped unexpectedly: " + ", ".join(down) + "  (see logs in the run directory)"
+        )
     return "\n".join(lines)
 
 

@@ -33,10 +33,20 @@ REPLAY_PATH = {"BINANCE": "/stream", "KRAKEN": "/v2"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-f", "--file", type=Path, default=DEFAULT_DECLARATION, help="pipeline declaration")
-    parser.add_argument("--dir", type=Path, help="run directory (default .k2/up); kept between runs")
-    parser.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
-    parser.add_argument("--live", action="store_true", help="connect to the real exchanges instead of replay servers")
+    parser.add_argument(
+        "-f", "--file", type=Path, default=DEFAULT_DECLARATION, help="pipeline declaration"
+    )
+    parser.add_argument(
+        "--dir", type=Path, help="run directory (default .k2/up); kept between runs"
+    )
+    parser.add_argument(
+        "--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)"
+    )
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="connect to the real exchanges instead of replay servers",
+    )
     parser.add_argument("--rate", type=float, default=50.0, help="replayed trades/s per exchange")
     parser.add_argument(
         "--inject-faults",
@@ -44,8 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="replay servers also send malformed frames, invalid trades and dropped connections",
     )
     parser.add_argument("--fresh", action="store_true", help="delete the run directory first")
-    parser.add_argument("--json-status", type=Path, help="also write each status sample to this file")
-    parser.add_argument("--quiet", action="store_true", help="print a status line every 10 s instead of a live view")
+    parser.add_argument(
+        "--json-status", type=Path, help="also write each status sample to this file"
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", help="print a status line every 10 s instead of a live view"
+    )
 
 
 @dataclass
@@ -54,7 +68,9 @@ class Child:
     argv: list[str]
 
 
-def localize(docs: list[dict[str, Any]], endpoints: dict[str, dict[str, Any]], run_dir: Path) -> list[dict[str, Any]]:
+def localize(
+    docs: list[dict[str, Any]], endpoints: dict[str, dict[str, Any]], run_dir: Path
+) -> list[dict[str, Any]]:
     """The declaration rewritten to point at the local stack (pure).
 
     Only connection details change; feeds, tables, triggers and resources are the user's.
@@ -67,29 +83,70 @@ def localize(docs: list[dict[str, Any]], endpoints: dict[str, dict[str, Any]], r
             kafka = spec.setdefault("kafka", {})
             kafka["bootstrapServers"] = endpoints["kafka"]["bootstrap_servers"]
             kafka["schemaRegistryUrl"] = endpoints["registry"]["url"]
-            spec["catalog"] = {"uri": endpoints["catalog"]["uri"], "warehouse": endpoints["catalog"]["warehouse"]}
+            spec["catalog"] = {
+                "uri": endpoints["catalog"]["uri"],
+                "warehouse": endpoints["catalog"]["warehouse"],
+            }
             spec["checkpointLocation"] = (run_dir / "checkpoints").as_uri()
         out.append(doc)
     return out
 
 
-def replay_args(exchange: str, symbols: tuple[str, ...], port: int, rate: float, seed: int, faults: bool) -> list[str]:
+INVALID_EVERY = 500  # with --inject-faults: one trade in 500 has price 0
+
+
+def replay_args(
+    exchange: str, symbols: tuple[str, ...], port: int, rate: float, first_id: int, faults: bool
+) -> list[str]:
+    """A replay server's command line (pure). `first_id` moves each run onto fresh trade
+    ids, so a resumed run adds trades instead of re-sending ones gold already holds."""
     argv = [
-        "replay-server", exchange.lower(), "--port", str(port), "--rate", str(rate),
-        "--symbols", ",".join(symbols), "--seed", str(seed),
+        "replay-server",
+        exchange.lower(),
+        "--port",
+        str(port),
+        "--rate",
+        str(rate),
+        "--symbols",
+        ",".join(symbols),
+        "--seed",
+        str(first_id % 1_000_003),
+        "--first-id",
+        str(first_id),
     ]
     if faults:
-        # Positions on the tape: a few of each fault, early enough to show in a short run.
-        argv += ["--fault-malformed-at", "150", "--fault-malformed-at", "900",
-                 "--fault-drop-at", "400"]
+        # Tape positions: malformed frames and a dropped connection early enough to show in a short run.
+        argv += [
+            "--fault-malformed-at",
+            "150",
+            "--fault-malformed-at",
+            "900",
+            "--fault-drop-at",
+            "400",
+            "--invalid-every",
+            str(INVALID_EVERY),
+        ]
     return argv
 
 
-def ingest_args(feed: declaration.ExchangeFeed, p: declaration.Pipeline, url: str | None, metrics_port: int) -> list[str]:
+def ingest_args(
+    feed: declaration.ExchangeFeed, p: declaration.Pipeline, url: str | None, metrics_port: int
+) -> list[str]:
     argv = [
-        "ingest", feed.exchange.lower(), "--symbols", ",".join(feed.symbols), "--sink", "kafka",
-        "--bootstrap-servers", p.kafka_bootstrap, "--schema-registry-url", p.schema_registry_url,
-        "--topic", feed.topic, "--metrics-port", str(metrics_port),
+        "ingest",
+        feed.exchange.lower(),
+        "--symbols",
+        ",".join(feed.symbols),
+        "--sink",
+        "kafka",
+        "--bootstrap-servers",
+        p.kafka_bootstrap,
+        "--schema-registry-url",
+        p.schema_registry_url,
+        "--topic",
+        feed.topic,
+        "--metrics-port",
+        str(metrics_port),
     ]
     if url:
         argv += ["--url", url]
@@ -130,7 +187,9 @@ class LocalRun:
         from k2.tables_cli import table_specs
 
         raw = [d for d in yaml.safe_load_all(self.args.file.read_text()) if d]
-        declaration.parse_documents(raw)  # fail fast, with the field named, before starting anything
+        declaration.parse_documents(
+            raw
+        )  # fail fast, with the field named, before starting anything
         self.say(f"run directory {self.dir}")
         self.say("starting Kafka, Schema Registry and Iceberg REST catalog…")
         endpoints = Stack(self.dir / "stack").up(SERVICES)
@@ -152,8 +211,14 @@ class LocalRun:
                 port = free_port()
                 self.spawn(
                     f"replay-{feed.name}",
-                    replay_args(feed.exchange, feed.symbols, port, self.args.rate,
-                                seed=int(time.time()) + i, faults=self.args.inject_faults),
+                    replay_args(
+                        feed.exchange,
+                        feed.symbols,
+                        port,
+                        self.args.rate,
+                        first_id=int(time.time()) * 1000 + i,
+                        faults=self.args.inject_faults,
+                    ),
                 )
                 url = f"ws://{HOST}:{port}{REPLAY_PATH[feed.exchange]}"
             metrics_port = free_port()

@@ -29,7 +29,7 @@ from k2.catalog import load_catalog
 from k2.contracts.tables import ALL_TABLES, BRONZE, DLQ, GOLD, SILVERS, TableSpec
 from k2.pipeline import Pipeline
 from k2_jobs import bronze, gold, silver, testdata
-from k2_jobs.common import JobOptions, await_query
+from k2_jobs.common import JobOptions, run_query
 from k2_jobs.transforms import ErrorType
 
 pytestmark = pytest.mark.integration
@@ -68,8 +68,7 @@ class Env:
 def run_all(env: Env) -> None:
     opts = JobOptions(available_now=True)
     for job in (bronze, silver, gold):
-        query = job.start(env.spark, env.pipeline, opts)
-        await_query(query, opts)
+        run_query(env.spark, env.pipeline, opts, job.start)
 
 
 def send_valid(env: Env, exchange: str, numbers: range, ts: dt.datetime) -> None:
@@ -306,6 +305,5 @@ def test_a_fresh_checkpoint_after_reset_rereads_kafka_but_gold_stays_unique(roun
     env = round2
     gold_before = env.count(GOLD)
     shutil.rmtree(env.pipeline.checkpoint("gold"))
-    query = gold.start(env.spark, env.pipeline, JobOptions(available_now=True))
-    await_query(query, JobOptions(available_now=True))
+    run_query(env.spark, env.pipeline, JobOptions(available_now=True), gold.start)
     assert env.count(GOLD) == gold_before

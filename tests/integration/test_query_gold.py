@@ -443,7 +443,12 @@ def test_bench_query_smoke(gold: dict[str, Any], tmp_path: Any) -> None:
     result = bench.run(args)
     assert result["rows"] == 5_000 and result["table"]["data_files"] == 24
     assert set(result["queries"]) == set(bench.QUERY_TYPES)
-    assert result["overall"]["n"] == 2 * len(bench.QUERY_TYPES)
+    assert result["overall"]["n"] == 2 * len(bench.POINT_TYPES)
+    assert result["overall_with_wide"]["n"] == 2 * len(bench.QUERY_TYPES)
     assert result["queries"]["latest"]["files_p50"] < 24  # newest hours only
-    assert result["queries"]["ohlcv_1m"]["files_p50"] == 1
+    assert (
+        result["queries"]["ohlcv"]["files_p50"] == 1
+        and result["queries"]["counts"]["files_p50"] == 1
+    )
+    assert result["queries"]["counts_day"]["files_p50"] == 24
     assert result["fallback_files"] == 0 and result["catalog"]["kind"] == "rest"

@@ -44,7 +44,9 @@ def kube(stack: Stack) -> dict[str, Any]:
 def kube_client(kube: dict[str, Any]) -> Iterator[Any]:
     from kubernetes import config
 
-    api_client = config.new_client_from_config(config_file=kube["kubeconfig"])
+    api_client = config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=kube["kubeconfig"]
+    )
     try:
         yield api_client
     finally:

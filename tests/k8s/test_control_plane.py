@@ -44,7 +44,9 @@ def gone(read: Callable[[], Any]) -> bool:
 @pytest.fixture
 def namespace(kube_client: Any) -> str:
     name = f"k2-test-{uuid.uuid4().hex[:8]}"
-    k8s.CoreV1Api(kube_client).create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
+    k8s.CoreV1Api(kube_client).create_namespace(
+        k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name))
+    )
     return name
 
 
@@ -63,10 +65,14 @@ def test_owner_deletion_garbage_collects_dependents(kube_client: Any, namespace:
         namespace, k8s.V1ConfigMap(metadata=k8s.V1ObjectMeta(name="owner"), data={"a": "1"})
     )
     assert owner.metadata is not None and owner.metadata.uid
-    ref = k8s.V1OwnerReference(api_version="v1", kind="ConfigMap", name="owner", uid=owner.metadata.uid)
+    ref = k8s.V1OwnerReference(
+        api_version="v1", kind="ConfigMap", name="owner", uid=owner.metadata.uid
+    )
     core.create_namespaced_config_map(
         namespace,
-        k8s.V1ConfigMap(metadata=k8s.V1ObjectMeta(name="owned", owner_references=[ref]), data={"b": "2"}),
+        k8s.V1ConfigMap(
+            metadata=k8s.V1ObjectMeta(name="owned", owner_references=[ref]), data={"b": "2"}
+        ),
     )
     core.delete_namespaced_config_map("owner", namespace)
     eventually(
@@ -75,7 +81,9 @@ def test_owner_deletion_garbage_collects_dependents(kube_client: Any, namespace:
     )
 
     # The namespace controller empties and removes a deleted namespace.
-    core.create_namespaced_config_map(namespace, k8s.V1ConfigMap(metadata=k8s.V1ObjectMeta(name="left")))
+    core.create_namespaced_config_map(
+        namespace, k8s.V1ConfigMap(metadata=k8s.V1ObjectMeta(name="left"))
+    )
     core.delete_namespace(namespace)
     eventually(lambda: gone(lambda: core.read_namespace(namespace)), what="namespace deletion")
 
@@ -150,7 +158,9 @@ def test_kubectl_get_namespaces(kube: dict[str, Any]) -> None:
     out = run_tool("kubectl", "--kubeconfig", kube["kubeconfig"], "get", "ns", "-o", "name")
     assert "namespace/default" in out.split()
     assert "namespace/kube-system" in out.split()
-    version = json.loads(run_tool("kubectl", "--kubeconfig", kube["kubeconfig"], "version", "-o", "json"))
+    version = json.loads(
+        run_tool("kubectl", "--kubeconfig", kube["kubeconfig"], "version", "-o", "json")
+    )
     assert version["clientVersion"]["gitVersion"] == tools.KUBERNETES_VERSION
     assert version["serverVersion"]["gitVersion"] == tools.KUBERNETES_VERSION
 
@@ -193,3 +203,17 @@ def test_stop_leaves_no_process(tmp_path: Path) -> None:
             except OSError:
                 pass
     assert not leftovers, f"processes still running from {run_dir}: {leftovers}"
+
+
+@pytest.mark.parametrize("module", sorted(tools.MODULES))
+def test_wrapper_modules_are_pinned(module: str) -> None:
+    """build/kube/<module>/go.mod was regenerated (`python -m k2.stack.tools pin`) for the versions
+    in tools.py, and every staging module of k8s.io/kubernetes is replaced by its release."""
+    spec = tools.MODULES[module]
+    gomod = (spec.dir / "go.mod").read_text()
+    assert f"{spec.require} {spec.version}" in gomod
+    assert (spec.dir / "go.sum").stat().st_size > 0
+    if spec.staging_version:
+        for staged in ("k8s.io/api", "k8s.io/apimachinery", "k8s.io/client-go", "k8s.io/kubectl"):
+            assert f"{staged} => {staged} {spec.staging_version}" in gomod
+        assert "./staging" not in gomod

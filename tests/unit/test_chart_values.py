@@ -202,5 +202,8 @@ def test_skaffold_image_names_match_chart_values() -> None:
     for image in built:
         key = image.removeprefix("k2-")
         token = image.replace("-", "_")
-        assert templates[f"images.{key}.repository"] == f"{{{{.IMAGE_REPO_{token}}}}}"
-        assert templates[f"images.{key}.tag"] == f"{{{{.IMAGE_TAG_{token}}}}}"
+        assert (
+            templates[f"images.{key}.repository"]
+            == f'{{{{ default "{image}" .IMAGE_REPO_{token} }}}}'
+        )
+        assert templates[f"images.{key}.tag"] == f'{{{{ default "" .IMAGE_TAG_{token} }}}}'

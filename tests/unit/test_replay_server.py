@@ -320,3 +320,15 @@ def test_server_thread_and_cli_args() -> None:
     assert [f.kind for f in srv.faults] == ["skip", "drop"] and srv.count == 5
     with ServerThread(srv) as running:
         assert running.port > 0 and running.url.endswith("/v2")
+
+
+def test_invalid_every_marks_exact_positions_with_price_zero() -> None:
+    """The dead-letter path's input: every Nth tape position is a parseable price-0 trade."""
+    from k2_ingestors.replay.synthetic import INVALID_PRICE, Tape
+
+    tape = Tape(("BTC/USDT", "ETH/USDT"), seed=3, invalid_every=5)
+    prices = [tape.trade(i).price for i in range(20)]
+    assert [i for i, p in enumerate(prices) if p == INVALID_PRICE] == [4, 9, 14, 19]
+    plain = Tape(("BTC/USDT", "ETH/USDT"), seed=3)
+    assert all(plain.trade(i).price != INVALID_PRICE for i in range(20))
+    assert [tape.trade(i).trade_id for i in range(20)] == [plain.trade(i).trade_id for i in range(20)]

@@ -284,13 +284,14 @@ def test_kraken_app_level_ping_gets_pong() -> None:
 def test_server_protocol_pings_are_answered() -> None:
     async def main() -> None:
         async with ReplayServer(
-            "binance", rate=20, count=10_000, ping_interval=0.1, ping_timeout=0.3
+            "binance", rate=20, count=10_000, ping_interval=0.1, ping_timeout=1.0
         ) as srv:
 
             async def check(ing: Ingestor, sink: MemorySink) -> None:
-                await asyncio.sleep(1.5)  # 15 server pings; unanswered ones would drop us
+                await asyncio.sleep(2.5)  # ~25 server pings; an unanswered one drops us after 1 s
                 assert ing.client.stats.disconnects == 0 and ing.client.stats.connects == 1
-                assert len(srv.connections) == 1
+                (conn,) = srv.connections.values()
+                assert conn.ws.latency > 0  # the server measured round trips: pongs came back
 
             await with_ingestor(srv, check, policy=fast_policy(ping_interval=None))
 
@@ -414,6 +415,23 @@ def test_health_ready_and_metrics_endpoints() -> None:
                 metrics_port=0,
                 metrics_host="127.0.0.1",
                 policy=fast_policy(stale_after=0.3, backoff_initial=5.0, backoff_max=5.0),
+            )
+
+    asyncio.run(main())
+
+
+def test_flapping_server_opens_the_circuit() -> None:
+    """Accepted then closed at once, again and again: counted as failures, the breaker opens."""
+
+    async def main() -> None:
+        async with ReplayServer("binance", rate=100, count=10, max_lifetime=0.0) as srv:
+
+            async def check(ing: Ingestor, sink: MemorySink) -> None:
+                await wait_for(lambda: ing.client.breaker.state == "open")
+                assert ing.client.stats.connects == 3 and ing.client.stats.connect_failures == 0
+
+            await with_ingestor(
+                srv, check, policy=fast_policy(breaker_threshold=3, breaker_cooldown=30.0)
             )
 
     asyncio.run(main())

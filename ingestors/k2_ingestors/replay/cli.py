@@ -29,6 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
+        "--first-id", type=int, help="trade id of the first trade per symbol (a resumed run picks a new range)"
+    )
+    parser.add_argument(
+        "--invalid-every", type=int, metavar="N", help="every Nth trade has price 0 (for the dead-letter path)"
+    )
+    parser.add_argument(
         "--symbols", help="comma-separated canonical symbols of the synthetic market"
     )
     parser.add_argument("--batch", type=int, help="trades per Kraken frame (synthetic)")
@@ -74,6 +80,8 @@ def server_from_args(args: argparse.Namespace) -> ReplayServer:
         port=args.port,
         symbols=tuple(s.strip() for s in args.symbols.split(",")) if args.symbols else None,
         seed=args.seed,
+        first_id=args.first_id,
+        invalid_every=args.invalid_every,
         rate=args.rate,
         count=args.count,
         batch=args.batch,

@@ -46,7 +46,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from k2_ingestors.replay.capture import Capture, load_capture
-from k2_ingestors.replay.synthetic import PERIOD, SynthTrade, Tape
+from k2_ingestors.replay.synthetic import INVALID_PRICE, PERIOD, SynthTrade, Tape
 
 log = logging.getLogger("k2.replay")
 
@@ -131,6 +131,7 @@ class ReplayServer:
         batch: int | None = None,
         capture: str | Path | Capture | None = None,
         first_id: int | None = None,
+        invalid_every: int | None = None,
         max_lifetime: float | None = None,
         ping_interval: float | None = 20.0,
         ping_timeout: float | None = 60.0,
@@ -168,6 +169,7 @@ class ReplayServer:
                 seed=seed,
                 batch=batch or default_batch,
                 first_id=first_id or DEFAULT_FIRST_ID[self.exchange],
+                invalid_every=invalid_every,
             )
         self.faults: list[Fault] = sorted(faults, key=lambda f: f.at if f.at is not None else -1)
         self.hwm = 0  # first tape position nobody has been sent yet
@@ -896,6 +898,8 @@ class ReplayServer:
             sym = symbols[block % nsym]
             seq = (block // nsym) * batch + p % batch
             price, qty, maker = tables[sym][seq % PERIOD]
+            if tape.is_invalid(p):
+                price = INVALID_PRICE
             ms = (t0 + int(p * step)) // 1000
             head, mid, tail, agg = heads[sym]  # type: ignore[misc]
             tid = first + seq

@@ -73,6 +73,7 @@ class Tape:
         seed: int = 1,
         batch: int = 1,
         first_id: int = 5_000_000_001,
+        invalid_every: int | None = None,
     ) -> None:
         if not symbols:
             raise ValueError("a tape needs at least one symbol")
@@ -82,6 +83,9 @@ class Tape:
         self.seed = seed
         self.batch = batch
         self.first_id = first_id
+        # Every Nth trade (by tape position) has price 0: parseable, so it reaches Kafka
+        # and bronze, and silver must route it to the dead-letter table.
+        self.invalid_every = invalid_every
         self._tables: dict[str, list[tuple[str, str, bool]]] = {}
 
     def symbol_of(self, index: int) -> str:
@@ -126,10 +130,16 @@ class Tape:
             )
         return out
 
+    def is_invalid(self, index: int) -> bool:
+        n = self.invalid_every
+        return bool(n) and index % n == n - 1  # type: ignore[operator]
+
     def trade(self, index: int) -> SynthTrade:
         symbol = self.symbol_of(index)
         seq = self.seq_of(index)
         price, qty, maker = self.table(symbol)[seq % PERIOD]
+        if self.is_invalid(index):
+            price = INVALID_PRICE
         return SynthTrade(
             index=index,
             symbol=symbol,
@@ -138,6 +148,9 @@ class Tape:
             qty=qty,
             buyer_is_maker=maker,
         )
+
+
+INVALID_PRICE = "0.00000000"
 
 
 def _fixed8(units: int, decimals: int) -> str:

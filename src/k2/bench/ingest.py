@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -199,6 +200,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if own_stack:
             stack.down(purge=True)
+            shutil.rmtree(stack_dir, ignore_errors=True)
     return {
         "unit": "trades/s acknowledged by Kafka, one ingestor process",
         "results": {r["exchange"]: r for r in results},

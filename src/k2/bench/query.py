@@ -10,7 +10,11 @@
    k2.gold_fixture (one commit per hour). Reused when its `k2.bench.fixture` property
    matches the requested size and seed; the build time is measured and stored with it.
 3. Queries: each type `--query-runs` times (default 50) with random symbols and hours,
-   in shuffled order, after one warm-up of each. The catalog and table objects are
+   in shuffled order, after one warm-up of each. The headline (`overall`, target p99
+   < 500 ms) covers the four point queries (latest, ohlcv and vwap of a random symbol
+   in a random hour, counts of a random hour); 6-hour and whole-day scans are reported
+   beside it (`overall_with_wide`). Wall and CPU time are both recorded: on a shared
+   machine, wall time mostly measures the neighbours. The catalog and table objects are
    loaded once and kept in process (GoldReader), as a query service would; the cost of
    reloading the metadata is measured separately (`metadata_refresh_ms`).
 """
@@ -38,7 +42,20 @@ BENCH_NAMESPACE = "k2_bench"
 FIXTURE_PROPERTY = "k2.bench.fixture"
 BUILD_SECONDS_PROPERTY = "k2.bench.build-seconds"
 TARGET_P99_MS = 500.0
-QUERY_TYPES = ("latest", "ohlcv_1m", "ohlcv_5m", "ohlcv_1h_day", "vwap", "counts_day")
+# The four `k2 query` queries with random symbols and hours: the headline p50/p99 (target 500 ms).
+POINT_TYPES = ("latest", "ohlcv", "vwap", "counts")
+# Wider windows (the CLI's defaults for 5m and 1h bars, a whole day of counts): reported apart.
+WIDE_TYPES = ("ohlcv_5m_6h", "ohlcv_1h_day", "counts_day")
+QUERY_TYPES = POINT_TYPES + WIDE_TYPES
+DESCRIPTIONS = {
+    "latest": "newest 20 trades of a random symbol (newest hour first, widening if short)",
+    "ohlcv": "1m, 5m or 15m bars (random) of a random symbol over a random hour",
+    "vwap": "VWAP of a random symbol over a random 15-120 minute window (minute-aligned)",
+    "counts": "trades per exchange in a random hour",
+    "ohlcv_5m_6h": "5m bars of a random symbol over a random 6-hour window (6 partitions)",
+    "ohlcv_1h_day": "1h bars of a random symbol over the whole day (24 partitions, 10M rows)",
+    "counts_day": "trades per exchange per hour over the whole day (24 partitions, 10M rows)",
+}
 
 
 def add_arguments(group: argparse._ArgumentGroup) -> None:
@@ -229,20 +246,23 @@ def query_mix(
 
     def make(kind: str) -> Callable[[], QueryResult]:
         sym = rng.choice(symbols)
+        h = hour()
         if kind == "latest":
             return lambda: reader.latest(sym, 20)
-        if kind == "ohlcv_1m":
-            h = hour()
-            return lambda: reader.ohlcv(sym, "1m", TimeRange(h, h + HOUR))
-        if kind == "ohlcv_5m":
-            h = hour(18)
-            return lambda: reader.ohlcv(sym, "5m", TimeRange(h, h + 6 * HOUR))
-        if kind == "ohlcv_1h_day":
-            return lambda: reader.ohlcv(sym, "1h", TimeRange.day(day))
+        if kind == "ohlcv":
+            interval = rng.choice(("1m", "5m", "15m"))
+            return lambda: reader.ohlcv(sym, interval, TimeRange(h, h + HOUR))
         if kind == "vwap":
             start = hour(21) + dt.timedelta(minutes=rng.randint(0, 59))
             end = start + dt.timedelta(minutes=rng.randint(15, 120))
             return lambda: reader.vwap(sym, TimeRange(start, end))
+        if kind == "counts":
+            return lambda: reader.counts(TimeRange(h, h + HOUR))
+        if kind == "ohlcv_5m_6h":
+            h6 = hour(18)
+            return lambda: reader.ohlcv(sym, "5m", TimeRange(h6, h6 + 6 * HOUR))
+        if kind == "ohlcv_1h_day":
+            return lambda: reader.ohlcv(sym, "1h", TimeRange.day(day))
         if kind == "counts_day":
             return lambda: reader.counts(TimeRange.day(day))
         raise ValueError(kind)
@@ -328,7 +348,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             plan_ms[kind].append(result.stats.plan_ms)
             read_ms[kind].append(result.stats.read_ms)
             fallback += result.stats.fallback_files
-    all_ms = [v for vs in by_type.values() for v in vs]
     queries = {
         k: {
             **summarize(v),
@@ -341,28 +360,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         for k, v in by_type.items()
     }
-    overall = summarize(all_ms)
-    all_cpu = [v for vs in cpu_ms.values() for v in vs]
-    overall["cpu_ms_p50"] = round(percentile(all_cpu, 50), 1)
-    overall["cpu_ms_p99"] = round(percentile(all_cpu, 99), 1)
+
+    def overall_of(kinds: tuple[str, ...]) -> dict[str, Any]:
+        summary = summarize([v for k in kinds for v in by_type[k]])
+        cpu = [v for k in kinds for v in cpu_ms[k]]
+        return {
+            **summary,
+            "cpu_ms_p50": round(percentile(cpu, 50), 1),
+            "cpu_ms_p99": round(percentile(cpu, 99), 1),
+        }
+
+    overall = overall_of(POINT_TYPES)
     return {
         "rows": figures["rows"],
         "table": figures,
         "catalog": catalog_info,
         "build": build,
         "runs_per_type": runs,
-        "query_types": {
-            "latest": "newest 20 trades of a random symbol (newest hour first, widening if short)",
-            "ohlcv_1m": "1m bars of a random symbol over a random hour",
-            "ohlcv_5m": "5m bars of a random symbol over a random 6-hour window",
-            "ohlcv_1h_day": "1h bars of a random symbol over the whole day (24 partitions)",
-            "vwap": "VWAP of a random symbol over a random 15-120 minute window (minute-aligned)",
-            "counts_day": "trades per exchange per hour over the whole day",
-        },
+        "query_types": DESCRIPTIONS,
         "cpu_note": "cpu_ms = process CPU time (DuckDB's 2 threads included) per query: what a query costs "
         "regardless of how busy the shared machine is; wall time also depends on the load average",
-        "caching": "catalog and table metadata loaded once per process and reused (GoldReader); the data "
-        "extent is cached per snapshot id; no query results or data are cached",
+        "caching": "catalog client and table metadata loaded once per process and reused (GoldReader); "
+        "manifest lists and manifests (immutable) read once; the data extent cached per snapshot id; "
+        "no query results and no data-file contents are cached",
         "cold": {
             "table_load_ms": round(load_ms, 1),
             "first_query_ms": round(first_ms, 1),
@@ -371,6 +391,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "metadata_refresh_ms": summarize(refresh),
         "queries": queries,
         "overall": overall,
+        "overall_note": "overall = the four point query types (random symbol, random hour); "
+        "overall_with_wide adds the 6-hour and whole-day scans",
+        "overall_with_wide": overall_of(QUERY_TYPES),
         "target_p99_ms": TARGET_P99_MS,
         "meets_target": overall["p99_ms"] < TARGET_P99_MS,
         "fallback_files": fallback,

@@ -324,30 +324,45 @@ def build_module(module: GoModule, *, force: bool = False) -> dict[str, Path]:
         return {b: _binary_path(b) for b in module.binaries}
 
 
+def _override(tool: str) -> Path | None:
+    value = os.environ.get(f"K2_{tool.upper().replace('-', '_')}_BIN")
+    return Path(value) if value else None
+
+
 def ensure(tools: Iterable[str] = TOOLS) -> dict[str, Path]:
-    """Build (once) and return the paths of `tools`."""
-    wanted = list(tools)
+    """Build (once) and return the paths of `tools` (`K2_<TOOL>_BIN` overrides are honoured)."""
+    wanted = list(dict.fromkeys(tools))
     paths: dict[str, Path] = {}
+    for tool in wanted:
+        _module_for(tool)  # unknown names fail first
+        override = _override(tool)
+        if override is not None:
+            paths[tool] = override
     for module in MODULES.values():
-        if any(_module_for(t) is module for t in wanted):
-            if all(_is_current(b) for b in module.binaries if b in wanted):
-                paths.update({b: _binary_path(b) for b in module.binaries})
-            else:
-                paths.update(build_module(module))
+        todo = [t for t in wanted if t not in paths and t in module.binaries]
+        if not todo:
+            continue
+        if all(_is_current(t) for t in todo):
+            paths.update({t: _binary_path(t) for t in todo})
+        else:
+            built = build_module(module)
+            paths.update({t: built[t] for t in todo})
     return {t: paths[t] for t in wanted}
 
 
 def tool_path(tool: str, *, build: bool = True) -> Path:
-    """Path of a pinned tool binary; `K2_<TOOL>_BIN` (e.g. K2_HELM_BIN) overrides it."""
-    override = os.environ.get(f"K2_{tool.upper().replace('-', '_')}_BIN")
-    if override:
-        return Path(override)
+    """Path of a pinned tool binary, built on first use unless `build=False`.
+
+    `K2_<TOOL>_BIN` (e.g. K2_HELM_BIN, K2_KUBE_APISERVER_BIN) points it at another binary.
+    """
     if build:
         return ensure([tool])[tool]
-    path = _binary_path(tool)
+    override = _override(tool)
+    if override is not None:
+        return override
     if not _is_current(tool):
         raise ToolError(f"{tool} is not built; run `python -m k2.stack.tools build {tool}`")
-    return path
+    return _binary_path(tool)
 
 
 # ---------------------------------------------------------------- pinning (maintainers)
