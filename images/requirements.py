@@ -1,8 +1,9 @@
 """Pinned runtime requirements of one K2 image, taken from pyproject.toml (the one place
 versions live), minus what that image does not run.
 
-    python images/requirements.py k2      # operator + ingestor image
-    python images/requirements.py spark   # Spark jobs image (pyspark comes from the Spark image)
+    python images/requirements.py k2            # operator + ingestor image
+    python images/requirements.py spark         # Spark jobs image (pyspark comes from the Spark image)
+    python images/requirements.py --pruned k2   # subpackages deleted after installation
 
 The Dockerfiles install these (`pip install -r`), then the k2 wheel with `--no-deps`.
 tests/unit/test_dockerfiles.py imports every module an image runs with the left-out
@@ -27,7 +28,7 @@ EXCLUDE: dict[str, dict[str, str]] = {
         "pyarrow": "only for local reads of Iceberg tables (k2 query, tests)",
         "duckdb": "only for k2 query",
         "matplotlib": "only for k2 bench plots",
-        # psutil stays (300 kB): `k2 --help` imports k2.bench.cli, which imports it at module level
+        "psutil": "only for k2 bench",
     },
     # The Spark jobs (k2_jobs) on the apache/spark image.
     "spark": {
@@ -48,6 +49,12 @@ EXCLUDE: dict[str, dict[str, str]] = {
 STRIP_EXTRAS: dict[str, set[str]] = {
     "k2": {"pyiceberg"},  # [pyarrow,sql-sqlite]: the operator talks to a REST catalog
     "spark": set(),
+}
+# Subpackages of kept distributions deleted from an image (never imported by K2; the import test
+# blocks them): the kubernetes client's asyncio twin is 68 MB of the 320 MB venv.
+PRUNE: dict[str, dict[str, str]] = {
+    "k2": {"kubernetes.aio": "K2 uses the synchronous client (kopf has its own asyncio one)"},
+    "spark": {},
 }
 IMAGES = tuple(EXCLUDE)
 
@@ -92,11 +99,18 @@ def excluded(image: str) -> list[str]:
     return list(EXCLUDE[image])
 
 
+def pruned(image: str) -> list[str]:
+    """Modules deleted from the image's venv after installation (dotted names)."""
+    return list(PRUNE[image])
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 1 or argv[0] not in EXCLUDE:
-        print(f"usage: requirements.py {{{'|'.join(IMAGES)}}}", file=sys.stderr)
+    prune = bool(argv) and argv[0] == "--pruned"
+    args = argv[1:] if prune else argv
+    if len(args) != 1 or args[0] not in EXCLUDE:
+        print(f"usage: requirements.py [--pruned] {{{'|'.join(IMAGES)}}}", file=sys.stderr)
         return 2
-    print("\n".join(requirements(argv[0])))
+    print("\n".join(pruned(args[0]) if prune else requirements(args[0])))
     return 0
 
 

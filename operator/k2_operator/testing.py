@@ -33,9 +33,11 @@ def eventually(
     timeout: float = 60.0,
     interval: float = 0.5,
     what: str = "condition",
+    describe: Callable[[], object] | None = None,
 ) -> T:
     """Poll `check` until it returns something truthy (returned); AssertionError on timeout.
-    Exceptions from `check` count as 'not yet' (the last one is reported)."""
+    Exceptions from `check` count as 'not yet' (the last one is reported), and so does
+    `describe()`, which tells what the state was."""
     deadline = time.monotonic() + timeout
     last: BaseException | None = None
     while True:
@@ -48,6 +50,11 @@ def eventually(
             last = exc
         if time.monotonic() >= deadline:
             detail = f": last error {type(last).__name__}: {last}" if last else ""
+            if describe is not None:
+                try:
+                    detail += f"; state: {describe()}"
+                except Exception as exc:  # noqa: BLE001 - best effort
+                    detail += f"; state unknown ({exc})"
             raise AssertionError(f"{what} not reached within {timeout:.0f}s{detail}")
         time.sleep(interval)
 

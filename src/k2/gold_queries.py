@@ -392,8 +392,8 @@ def format_value(v: Any) -> str:
 
 def format_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """Aligned columns; numbers right-aligned."""
-    cells = [[format_value(v) for v in r] for r in rows]
-    raw = [list(r) for r in rows] if not isinstance(rows, list) else rows
+    raw = [list(r) for r in rows]
+    cells = [[format_value(v) for v in r] for r in raw]
     numeric = [
         all(isinstance(r[i], int | float | Decimal) or r[i] is None for r in raw) and bool(raw)
         for i in range(len(columns))

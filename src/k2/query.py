@@ -128,12 +128,16 @@ def open_reader(uri: str, warehouse: str, identifier: str | None = None) -> Gold
         catalog = load_catalog(uri, warehouse)
         return GoldReader.load(catalog, identifier or GOLD.identifier)
     except (OSError, ConnectionError) as exc:
-        raise QueryError(f"cannot reach the catalog at {uri}: {exc}") from exc
+        raise QueryError(
+            f"cannot reach the catalog at {uri} (is it running? `k2 stack status`): {exc}"
+        ) from exc
     except Exception as exc:
         # requests' ConnectionError is not an OSError; neither is a REST error response.
         name = type(exc).__name__
         if "Connection" in name or "Timeout" in name:
-            raise QueryError(f"cannot reach the catalog at {uri}: {exc}") from exc
+            raise QueryError(
+                f"cannot reach the catalog at {uri} (is it running? `k2 stack status`): {exc}"
+            ) from exc
         raise
 
 

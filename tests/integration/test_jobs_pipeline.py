@@ -260,7 +260,9 @@ def test_table_layouts_match_the_specs(catalog: dict[str, Any]) -> None:
                 assert f["sort_order_id"] == table.sort_order().order_id != 0
     gold_files = cat.load_table(f"{NAMESPACE}.{GOLD.name}").inspect.files().to_pylist()
     for f in gold_files:  # sorted by (timestamp, trade_id) within every file
-        t = pq.ParquetFile(f["file_path"].removeprefix("file:")).read(columns=["timestamp", "trade_id"])
+        t = pq.ParquetFile(f["file_path"].removeprefix("file:")).read(
+            columns=["timestamp", "trade_id"]
+        )
         keys = list(
             zip(t.column("timestamp").to_pylist(), t.column("trade_id").to_pylist(), strict=True)
         )

@@ -390,7 +390,8 @@ def test_operator_runs_k2_operator_with_the_same_rbac(helm: str, offline_chart: 
             sys.executable,
             "-c",
             "import json, sys; from k2.cli import build_parser; "
-            "a = build_parser().parse_args(json.loads(sys.argv[1])); print(json.dumps(vars(a), default=str))",
+            "argv = json.loads(sys.argv[1]); a = build_parser(argv[0]).parse_args(argv); "
+            "print(json.dumps(vars(a), default=str))",
             json.dumps(container["args"]),
         ],
         capture_output=True,

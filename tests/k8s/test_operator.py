@@ -447,6 +447,7 @@ def test_new_column_reaches_the_iceberg_table(
                     "schema": {
                         "columns": [
                             {"name": "trade_id", "type": "string"},
+                            {"name": "price", "type": "decimal(18,8)"},
                             {"name": "size", "type": "long"},
                             {"name": "venue", "type": "string", "doc": "where it traded"},
                         ]
@@ -465,27 +466,28 @@ def test_new_column_reaches_the_iceberg_table(
         )
         table = load_table(catalog, ident)
         fields = {f.name: str(f.field_type) for f in table.schema().fields}
-        assert fields == {"trade_id": "string", "size": "long", "venue": "string"}
+        assert fields == {
+            "trade_id": "string",
+            "price": "decimal(18, 8)",
+            "size": "long",
+            "venue": "string",
+        }
         assert table.properties["k2.owner"] == "tests-v2"
         assert [f.name for f in table.spec().fields] == ["venue"]
         assert t["status"]["schemaId"] == table.schema().schema_id > 0
         assert any("add column venue" in c for c in t["status"]["lastChanges"])
         assert any(e.reason == "Evolved" for e in cluster.events("lab-trades"))
 
-        # A change Iceberg cannot make in place is reported, not applied.
-        cluster.patch(
-            "IcebergTable",
+        # A change the CRD lets through but Iceberg cannot make in place (narrowing a
+        # decimal) is reported, not applied.
+        cluster.co.patch_namespaced_custom_object(
+            G,
+            V,
+            cluster.ns,
+            "icebergtables",
             "lab-trades",
-            {
-                "spec": {
-                    "schema": {
-                        "columns": [
-                            {"name": "trade_id", "type": "string"},
-                            {"name": "size", "type": "decimal(10,2)"},
-                        ]
-                    }
-                }
-            },
+            [{"op": "replace", "path": "/spec/schema/columns/1/type", "value": "decimal(10,8)"}],
+            _content_type="application/json-patch+json",
         )
         t = eventually(
             lambda: (x := cluster.get("IcebergTable", "lab-trades"))
@@ -493,8 +495,13 @@ def test_new_column_reaches_the_iceberg_table(
             and x,
             what="table Degraded",
         )
-        assert condition(t, "Degraded")["reason"] == "IncompatibleChange"  # type: ignore[index]
-        assert "size" in condition(t, "Degraded")["message"]  # type: ignore[index]
+        degraded = condition(t, "Degraded") or {}
+        assert degraded["reason"] == "IncompatibleChange"
+        assert "price" in degraded["message"]
+        assert (
+            str(load_table(catalog, ident).schema().find_field("price").field_type)
+            == "decimal(18, 8)"
+        )
 
 
 # ------------------------------------------------------------------ drift, pause
@@ -632,13 +639,25 @@ def test_deletion_garbage_collects_children_and_honours_the_deletion_policy(
 
         # Delete policy: the pipeline's tables are dropped and purged once GC deletes them.
         cluster.delete("MedallionPipeline", "crypto")
+
+        def tables_left() -> object:
+            return [(t["metadata"]["name"], t["metadata"].get("deletionTimestamp"), t["metadata"].get("finalizers"),
+                     t.get("status", {}).get("conditions")) for t in cluster.list("IcebergTable")]  # fmt: skip
+
         eventually(
             lambda: {t["metadata"]["name"] for t in cluster.list("IcebergTable")} == {"kept"},
-            timeout=90,
+            timeout=120,
             what="child IcebergTables gone",
+            describe=tables_left,
         )
-        eventually(lambda: not cluster.spark_apps(), what="SparkApplications garbage-collected")
-        eventually(lambda: not cluster.configmaps(), what="ConfigMap garbage-collected")
+        eventually(
+            lambda: not cluster.spark_apps(),
+            timeout=120,
+            what="SparkApplications garbage-collected",
+        )
+        eventually(
+            lambda: not cluster.configmaps(), timeout=120, what="ConfigMap garbage-collected"
+        )
         for name in ("bronze_crypto_trades", "silver_binance_trades", "gold_crypto_trades"):
             assert not table_exists(catalog, f"{iceberg_ns}.{name}")
         assert not location.exists()

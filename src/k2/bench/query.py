@@ -5,7 +5,7 @@
    the end; its SQLite catalog and warehouse stay, so the table is built once); else,
    if the REST catalog cannot start here (no Java / jars), the embedded SQL catalog
    under <data dir>/bench/sql (said in the result).
-2. Table: `k2_bench.gold_crypto_trades`, created from the GOLD spec (same columns,
+2. Table: `k2_bench_<rows>.gold_crypto_trades`, created from the GOLD spec (same columns,
    partitioning, sort order, properties) through k2.iceberg_ddl, filled by
    k2.gold_fixture (one commit per hour). Reused when its `k2.bench.fixture` property
    matches the requested size and seed; the build time is measured and stored with it.
@@ -121,6 +121,7 @@ def bench_catalog(
             from k2.stack.stack import Stack
 
             stack = Stack(data_dir() / "bench" / "stack")
+            was_running = bool(stack.status().get("catalog", {}).get("healthy"))
             _progress("starting a REST catalog for the benchmark (stack API)")
             started = time.perf_counter()
             endpoints = stack.up(["catalog"])["catalog"]
@@ -136,12 +137,14 @@ def bench_catalog(
             try:
                 info = {
                     "kind": "rest",
-                    "source": "started for the benchmark",
+                    "source": "the bench stack"
+                    + (" (already running)" if was_running else ", started for the run"),
                     "start_seconds": round(start_s, 1),
                 }
                 yield load_catalog(endpoints["uri"], endpoints["warehouse"]), {**info, **endpoints}
             finally:
-                stack.down(["catalog"])
+                if not was_running:  # leave a catalog someone else started alone
+                    stack.down(["catalog"])
             return
     else:
         fallback = "asked for (--query-catalog sql)"
@@ -179,7 +182,8 @@ def ensure_table(
         write_gold,
     )
 
-    spec = dataclasses.replace(GOLD, namespace=BENCH_NAMESPACE)
+    # One namespace per size, so `--quick` and the full run each keep their cached table.
+    spec = dataclasses.replace(GOLD, namespace=f"{BENCH_NAMESPACE}_{rows}")
     params = FixtureParams(trades_per_day=rows, days=default_days(1), seed=seed)
     wanted = f"{params.describe()} files_per_hour={files_per_hour}"
     current = iceberg_ddl.load_current(catalog, spec.identifier)

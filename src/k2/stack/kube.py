@@ -278,6 +278,13 @@ class KubeService(Service):
         run_dir.mkdir(parents=True, exist_ok=True)
         self.stop(run_dir)  # leftovers of an earlier run in the same directory
         bins = tools.ensure(BINARIES)
+        try:
+            return self._start(run_dir, bins)
+        except BaseException:
+            self.stop(run_dir)  # nothing half-started stays behind
+            raise
+
+    def _start(self, run_dir: Path, bins: Mapping[str, Path]) -> dict[str, Any]:
         pki = make_pki(run_dir / "pki")
         ctx = _client_ssl(pki)
 
