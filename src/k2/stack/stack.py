@@ -47,7 +47,7 @@ class Stack:
     def __init__(
         self, directory: Path | str | None = None, services: Mapping[str, Service] | None = None
     ) -> None:
-        self.dir = Path(directory) if directory is not None else default_dir()
+        self.dir = (Path(directory) if directory is not None else default_dir()).resolve()
         self._services: dict[str, Service] = dict(services or {})
         self._thread_lock = threading.Lock()
 
