@@ -62,6 +62,7 @@ def context() -> Context:
             _context = Context(
                 kube=Kube(new_api_client()),
                 settings=settings_from_env(),
+                topic_retry_seconds=RESYNC_SECONDS,
                 topics=TopicManager(
                     enabled=admin != "off",
                     bootstrap_override=os.environ.get("K2_OPERATOR_KAFKA_ADMIN_BOOTSTRAP"),

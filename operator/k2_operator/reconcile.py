@@ -13,10 +13,12 @@ Errors:
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -67,6 +69,7 @@ class Context:
     settings: Settings = field(default_factory=Settings)
     topics: TopicManager = field(default_factory=lambda: TopicManager(enabled=False))
     component: str = "k2-operator"
+    topic_retry_seconds: float = 60.0  # how long a Skipped/Failed topic waits before a retry
     _catalogs: dict[tuple[str, str], Any] = field(default_factory=dict)
     _catalog_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -112,6 +115,16 @@ class Context:
         )
         try:
             self.kube.create(event)
+        except ApiException as exc:
+            if exc.status == 403 and "being terminated" in (exc.body or ""):
+                return  # the namespace is going away: nobody will read it
+            log.warning(
+                "could not record event %s on %s/%s: %s",
+                reason,
+                body.get("kind"),
+                meta.get("name"),
+                exc,
+            )
         except Exception as exc:  # noqa: BLE001 - events are informative only
             log.warning(
                 "could not record event %s on %s/%s: %s",
@@ -162,6 +175,18 @@ def write_status(
     )
     if patch:
         ctx.kube.patch_status(Ref.of(body), patch)
+
+
+def _epoch_seconds(timestamp: Any) -> float:
+    """An RFC 3339 UTC timestamp as epoch seconds (0 when absent or unreadable)."""
+    try:
+        return (
+            dt.datetime.strptime(str(timestamp), "%Y-%m-%dT%H:%M:%SZ")
+            .replace(tzinfo=dt.UTC)
+            .timestamp()
+        )
+    except ValueError:
+        return 0.0
 
 
 def _fresh(ctx: Context, body: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -262,18 +287,26 @@ def reconcile_feed(ctx: Context, body: Mapping[str, Any]) -> None:
         write_status(ctx, body, st.degraded("ApplyFailed", message, retrying=True))
         raise RetryLater(message) from exc
 
-    # The topic: once it exists for this generation, don't ask Kafka again.
-    old_topic = (body.get("status") or {}).get("topic") or {}
+    # The topic: once it exists, don't ask Kafka again; when Kafka was not reachable, ask
+    # again only after a while (child events reconcile often) or when the spec changed.
+    status = body.get("status") or {}
+    old_topic = status.get("topic") or {}
+    same_topic = old_topic.get("name") == children.topic.name
     topic_done = (
-        old_topic.get("name") == children.topic.name
+        same_topic
         and old_topic.get("state") in (CREATED, EXISTS)
         and int(old_topic.get("partitions") or 0) >= children.topic.partitions
     )
-    if topic_done:
+    recently_tried = (
+        same_topic
+        and status.get("observedGeneration") == _generation(body)
+        and time.time() - _epoch_seconds(old_topic.get("checkedAt")) < ctx.topic_retry_seconds
+    )
+    if topic_done or recently_tried:
         topic_status = dict(old_topic)
     else:
         result = ctx.topics.ensure(kafka.bootstrap_servers, children.topic)
-        topic_status = result.as_status()
+        topic_status = {**result.as_status(), "checkedAt": st.now()}
         if result.state == CREATED:
             ctx.event(
                 body,

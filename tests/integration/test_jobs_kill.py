@@ -158,7 +158,9 @@ def commits(env: Env, layer: str) -> int:
     return len(list(d.glob("[0-9]*"))) if d.is_dir() else 0
 
 
-def kill_after_commits(env: Env, layer: str, n: int, timeout: float = 300.0) -> int:
+def kill_after_commits(
+    env: Env, layer: str, n: int, *, linger: float = 0.7, timeout: float = 300.0
+) -> int:
     """Run `k2 job LAYER` until its checkpoint holds n more commits, then SIGKILL its
     whole process group (Python driver and JVM at once); return the commits seen."""
     before = commits(env, layer)
@@ -173,19 +175,19 @@ def kill_after_commits(env: Env, layer: str, n: int, timeout: float = 300.0) -> 
                     f"k2 job {layer}: no {n} commits in {timeout}s:\n{log.read_text()[-3000:]}"
                 )
             time.sleep(0.2)
-        time.sleep(0.7)  # land somewhere inside the next micro-batch
+        time.sleep(linger)  # land somewhere inside the next micro-batch
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     return commits(env, layer) - before
 
 
-def restart(env: Env, job: Any) -> None:
-    """Catch up from the killed job's checkpoint (in big batches: the kill is what mattered)."""
+def restart(env: Env, job: Any, max_per_trigger: int = 1_000_000) -> None:
+    """Catch up from the killed job's checkpoint, in bigger batches."""
     run_query(
         env.spark,
         env.pipeline,
-        JobOptions(available_now=True, max_per_trigger=1_000_000),
+        JobOptions(available_now=True, max_per_trigger=max_per_trigger),
         job.start,
     )
 
@@ -195,7 +197,9 @@ def test_bronze_killed_mid_stream_loses_and_duplicates_nothing(env: Env) -> None
         seen = kill_after_commits(env, "bronze", 2)
         time.sleep(1)
     assert seen >= 2
-    restart(env, bronze)
+    assert env.count(BRONZE) < env.producer.sent  # killed mid-stream
+    # smallish batches, so that silver and gold (next tests) have many files to go through
+    restart(env, bronze, max_per_trigger=1_500)
     rows = env.spark.table(env.table(BRONZE)).select("topic", "partition", "offset").collect()
     coords = Counter((r.topic, r.partition, r.offset) for r in rows)
     assert len(rows) == env.producer.sent
@@ -205,7 +209,8 @@ def test_bronze_killed_mid_stream_loses_and_duplicates_nothing(env: Env) -> None
 def test_silver_killed_mid_stream_loses_and_duplicates_nothing(env: Env) -> None:
     seen = kill_after_commits(env, "silver", 2)
     assert seen >= 2
-    restart(env, silver)
+    assert sum(env.count(s) for s in (*SILVERS, DLQ)) < env.count(BRONZE)  # killed mid-stream
+    restart(env, silver, max_per_trigger=1_500)
     silver_ids: Counter[str] = Counter()
     for spec in SILVERS:
         silver_ids.update(
@@ -224,8 +229,9 @@ def test_silver_killed_mid_stream_loses_and_duplicates_nothing(env: Env) -> None
 
 
 def test_gold_killed_mid_stream_loses_and_duplicates_nothing(env: Env) -> None:
-    seen = kill_after_commits(env, "gold", 2)
-    assert seen >= 2
+    seen = kill_after_commits(env, "gold", 1, linger=0.0)
+    assert seen >= 1
+    assert env.count(GOLD) < len(env.valid_ids)  # killed mid-stream
     restart(env, gold)
     ids = Counter(
         r.message_id for r in env.spark.table(env.table(GOLD)).select("message_id").collect()

@@ -24,7 +24,9 @@ BENCHMARKS = ("ingest", "bronze", "latency", "query", "recovery")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", choices=(*BENCHMARKS, "all"))
     parser.add_argument("--json", action="store_true", help="print the JSON result on stdout")
-    parser.add_argument("--out", type=Path, default=Path("bench-results"), help="directory for result files")
+    parser.add_argument(
+        "--out", type=Path, default=Path("bench-results"), help="directory for result files"
+    )
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for smoke tests")
     for name in BENCHMARKS:
         try:
@@ -77,5 +79,11 @@ def run(args: argparse.Namespace) -> int:
         (args.out / f"{name}.json").write_text(json.dumps(result, indent=2, default=str))
         results[name] = result
     if args.json:
-        print(json.dumps(results if len(results) != 1 else next(iter(results.values())), indent=2, default=str))
+        print(
+            json.dumps(
+                results if len(results) != 1 else next(iter(results.values())),
+                indent=2,
+                default=str,
+            )
+        )
     return 0
