@@ -294,13 +294,13 @@ def await_query(query: StreamingQuery, options: JobOptions) -> None:
                 break
             try:
                 query.awaitTermination(1)
-            except StreamingQueryException as exc:
-                raise QueryFailed(query.name, exc) from exc
+            except StreamingQueryException as failed:
+                raise QueryFailed(query.name, failed) from failed
         if query.isActive:
             query.stop()
-        exc = query.exception()
-        if exc is not None:
-            raise QueryFailed(query.name, exc)
+        error = query.exception()
+        if error is not None:
+            raise QueryFailed(query.name, error)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

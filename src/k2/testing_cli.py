@@ -12,7 +12,7 @@ import argparse
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from k2.paths import REPO_ROOT
 
@@ -26,19 +26,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def prepare_all() -> None:
-    """Fetch JVM jars and build Go binaries at the same time: one is network, the other CPU."""
-    from k2.stack import services
+    """Fetch every JVM artifact set and build the Go binaries at the same time: one is
+    network-bound, the other CPU-bound."""
+    from k2.stack import jvm, tools
 
-    names = list(services.SERVICES)
     started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=len(names) + 1) as pool:
-        futures = [pool.submit(services.get(name).prepare) for name in names]
-        try:
-            from k2.stack import tools
-
-            futures.append(pool.submit(tools.prepare_all))
-        except ImportError:
-            pass
+    with ThreadPoolExecutor(max_workers=len(jvm.ARTIFACT_SETS) + 1) as pool:
+        futures: list[Future[object]] = [
+            pool.submit(jvm.resolve, name) for name in jvm.ARTIFACT_SETS
+        ]
+        futures.append(pool.submit(tools.ensure))
         for f in futures:
             f.result()
     print(f"k2 test: services prepared in {time.monotonic() - started:.0f}s", file=sys.stderr)

@@ -230,14 +230,39 @@ class LocalRun:
             self.spawn(f"job-{layer}", ["job", layer, "-f", str(resolved)])
         return p, catalog
 
-    def stop(self) -> None:
+    def stop(self, drain: bool = False) -> None:
         """Sources first, so the jobs can drain what was produced; the stack last."""
+        import subprocess
+
         from k2.stack.stack import Stack
 
         self.say("stopping (state is kept; run `k2 up` again to resume)…")
         for prefix in ("replay-", "ingest-", "job-"):
             for name in [c for c in self.children if c.startswith(prefix)]:
                 stop_pid_file(self.procs_dir / name / f"{name}.pid", timeout=60.0)
+        resolved = self.dir / "pipeline.resolved.yaml"
+        if drain and resolved.is_file():
+            for layer in declaration.LAYERS:
+                self.say(f"draining {layer}…")
+                log = self.procs_dir / f"drain-{layer}.log"
+                with log.open("ab") as out:
+                    rc = subprocess.call(
+                        [
+                            sys.executable,
+                            "-m",
+                            "k2.cli",
+                            "job",
+                            layer,
+                            "-f",
+                            str(resolved),
+                            "--available-now",
+                        ],
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )
+                if rc != 0:
+                    self.say(f"draining {layer} failed (exit {rc}); see {log}")
+                    break
         Stack(self.dir / "stack").down()
         self.say("stopped")
 
@@ -288,4 +313,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"k2 up: invalid declaration: {exc}", file=sys.stderr)
         return 2
     finally:
-        local.stop()
+        local.stop(drain=args.drain)
