@@ -2,11 +2,13 @@
 
     python -m k2_jobs.bronze -f pipeline.yaml        # or: k2 job bronze -f pipeline.yaml
 
-Kafka source -> `transforms.kafka_to_bronze` -> Iceberg's streaming sink. Exactly once:
-the Kafka offsets of each micro-batch are in the checkpoint's offset log before the batch
-runs, and Iceberg's sink stamps every commit with the query id and batch id
-(`spark.sql.streaming.queryId` / `epochId` in the snapshot summary) and skips a batch
-already committed, so a batch replayed after a crash is not written twice.
+Kafka source -> `transforms.kafka_to_bronze` -> one Iceberg append per micro-batch
+(foreachBatch). Exactly once: a batch's Kafka offsets are in the checkpoint's offset log
+before it runs, so a restart re-reads exactly the same records; every append carries the
+query id and batch id in its snapshot summary, and the first batch of a run, the only one
+that can be a replay, is skipped when bronze already holds it (`k2_jobs.sinks`).
+`ingestion_timestamp` is the micro-batch's timestamp, also kept in the offset log, so a
+replayed batch would carry the same one.
 
 From the declaration: topics (its feeds), startingOffsets (for a new checkpoint only),
 failOnDataLoss (onKafkaDataLoss: fail | skip), maxOffsetsPerTrigger and the trigger.
@@ -14,6 +16,7 @@ failOnDataLoss (onKafkaDataLoss: fail | skip), maxOffsetsPerTrigger and the trig
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -22,12 +25,14 @@ from k2.contracts.tables import BRONZE
 from k2.pipeline import Pipeline
 from k2_jobs.common import (
     JobOptions,
+    QueryId,
     main_for,
     max_per_trigger,
     require_tables,
     table_name,
     trigger_kwargs,
 )
+from k2_jobs.sinks import ReplayGuard, append_batch
 from k2_jobs.transforms import kafka_to_bronze
 
 if TYPE_CHECKING:
@@ -35,6 +40,8 @@ if TYPE_CHECKING:
     from pyspark.sql.streaming.query import StreamingQuery
 
 LAYER = "bronze"
+WRITER = "k2-bronze"
+log = logging.getLogger("k2_jobs.bronze")
 
 
 def kafka_options(pipeline: Pipeline, options: JobOptions = JobOptions()) -> dict[str, str]:
@@ -61,22 +68,38 @@ def bronze_stream(
     return kafka_to_bronze(reader.load())
 
 
+class BronzeBatch:
+    """The foreachBatch function: one Kafka micro-batch -> one bronze append."""
+
+    def __init__(self, pipeline: Pipeline, query_id: QueryId) -> None:
+        self.target = table_name(pipeline, BRONZE)
+        self.query_id = query_id
+        self.guard = ReplayGuard([self.target])
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        qid = self.query_id.get()
+        if self.guard.done(batch.sparkSession, qid).get(self.target, -1) >= batch_id:
+            log.info("bronze batch %d already committed: skipped", batch_id)
+            return
+        append_batch(batch, self.target, writer=WRITER, query_id=qid, batch_id=batch_id)
+
+
 def start(
     spark: SparkSession, pipeline: Pipeline, options: JobOptions = JobOptions()
 ) -> StreamingQuery:
-    target = table_name(pipeline, BRONZE)
-    require_tables(spark, [target])
-    return (
+    qid = QueryId()
+    fn = BronzeBatch(pipeline, qid)
+    require_tables(spark, [fn.target])
+    query = (
         bronze_stream(spark, pipeline, options)
-        .writeStream.format("iceberg")
-        .outputMode("append")
+        .writeStream.foreachBatch(fn)
         .queryName(f"k2-{pipeline.name}-bronze")
         .option("checkpointLocation", pipeline.checkpoint(LAYER))
-        # a batch spans midnight now and then: one open file per partition instead of failing
-        .option("fanout-enabled", "true")
         .trigger(**trigger_kwargs(pipeline, LAYER, options))
-        .toTable(target)
+        .start()
     )
+    qid.set(str(query.id))
+    return query
 
 
 def main(argv: Sequence[str] | None = None) -> int:

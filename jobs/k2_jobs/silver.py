@@ -25,7 +25,6 @@ import datetime as dt
 import logging
 import sys
 import time
-import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -42,6 +41,7 @@ from k2_jobs.common import (
     trigger_kwargs,
 )
 from k2_jobs.registry import KnownIds, SchemaIds
+from k2_jobs.sinks import ReplayGuard, append_batch
 from k2_jobs.transforms import (
     ERROR_TYPE,
     MAGIC,
@@ -76,33 +76,6 @@ def iceberg_stream_options(
     return opts
 
 
-def committed_batches(spark: SparkSession, tables: Sequence[str], query_id: str) -> dict[str, int]:
-    """table -> the highest `k2.batch-id` it holds for streaming query `query_id`."""
-    query_id = str(uuid.UUID(query_id))  # a UUID, nothing else goes into the SQL
-    parts = [
-        f"SELECT '{t}' AS t, max(CAST(summary['k2.batch-id'] AS BIGINT)) AS b FROM {t}.snapshots "  # noqa: S608 - table names from the specs, a UUID
-        f"WHERE summary['k2.query-id'] = '{query_id}'"
-        for t in tables
-    ]
-    rows = spark.sql(" UNION ALL ".join(parts)).collect()
-    return {r.t: int(r.b) for r in rows if r.b is not None}
-
-
-def write_with_batch_id(df: DataFrame, table: str, query_id: str, batch_id: int) -> None:
-    """Append with the batch's identity in the snapshot summary. A micro-batch is small and
-    mostly one day: no shuffle to cluster it by partition (distribution-mode none), a
-    fanout writer instead (one open file per day present)."""
-    (
-        df.writeTo(table)
-        .option("distribution-mode", "none")
-        .option("fanout-enabled", "true")
-        .option("snapshot-property.k2.writer", WRITER)
-        .option("snapshot-property.k2.query-id", query_id)
-        .option("snapshot-property.k2.batch-id", str(batch_id))
-        .append()
-    )
-
-
 class SilverBatch:
     """The foreachBatch function: one bronze micro-batch -> silver tables + DLQ."""
 
@@ -120,7 +93,7 @@ class SilverBatch:
         self.query_id = query_id
         self.schema_ids = schema_ids
         self.rules = rules
-        self._first = True
+        self.guard = ReplayGuard(self.tables)
 
     @property
     def tables(self) -> list[str]:
@@ -133,16 +106,10 @@ class SilverBatch:
         started = time.monotonic()
         spark = batch.sparkSession
         qid = self.query_id.get()
-        done: dict[str, int] = {}
-        if self._first:  # only the first batch of a run can be a replay
-            done = committed_batches(spark, self.tables, qid)
-            self._first = False
-            if done and all(done.get(t, -1) >= batch_id for t in self.tables):
-                log.info(
-                    "silver batch %d already committed to every table: skipped",
-                    batch_id,
-                )
-                return
+        done = self.guard.done(spark, qid)  # only the first batch of a run can be a replay
+        if done and all(done.get(t, -1) >= batch_id for t in self.tables):
+            log.info("silver batch %d already committed to every table: skipped", batch_id)
+            return
         decoded = decode_bronze(batch).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             # One job decodes the batch into the cache and counts it by (topic, schema id,
@@ -194,7 +161,7 @@ class SilverBatch:
                 if done.get(table, -1) >= batch_id:
                     log.info("silver batch %d already in %s: skipped", batch_id, table)
                     continue
-                write_with_batch_id(rows, table, qid, batch_id)
+                append_batch(rows, table, writer=WRITER, query_id=qid, batch_id=batch_id)
             log.info(
                 "silver batch %d: %s valid, %d to the DLQ in %.1fs (decode+count %.1fs)",
                 batch_id,

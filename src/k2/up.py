@@ -60,6 +60,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quiet", action="store_true", help="print a status line every 10 s instead of a live view"
     )
+    parser.add_argument(
+        "--drain",
+        action="store_true",
+        help="on stop, let bronze, silver and gold catch up with everything produced before exiting",
+    )
 
 
 @dataclass

@@ -71,6 +71,7 @@ class SteadyProducer:
         self.sent_ms: dict[str, int] = {}
         self.started = 0.0
         self.elapsed = 0.0
+        self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
@@ -81,7 +82,7 @@ class SteadyProducer:
         n = 0
         while True:
             elapsed = time.monotonic() - self.started
-            if elapsed >= self.seconds:
+            if elapsed >= self.seconds or self.stop.is_set():
                 break
             due = int(elapsed * self.rate) + 1
             while n < due:
