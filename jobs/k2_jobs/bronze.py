@@ -16,8 +16,15 @@ failOnDataLoss (onKafkaDataLoss: fail | skip), maxOffsetsPerTrigger and the trig
 
 from __future__ import annotations
 
-import logging
 import sys
+from pathlib import Path
+
+if __name__ == "__main__" and not __package__:
+    # Run as a main file (spark-submit .../k2_jobs/bronze.py): import the k2_jobs package,
+    # never this directory's modules as top-level ones.
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 

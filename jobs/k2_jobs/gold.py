@@ -14,8 +14,15 @@ the table's sort order (timestamp, trade_id) into hourly partitions
 
 from __future__ import annotations
 
-import logging
 import sys
+from pathlib import Path
+
+if __name__ == "__main__" and not __package__:
+    # Run as a main file (spark-submit .../k2_jobs/gold.py): import the k2_jobs package,
+    # never this directory's modules as top-level ones.
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import logging
 import time
 from collections.abc import Sequence
 from functools import reduce

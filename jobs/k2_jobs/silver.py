@@ -21,9 +21,16 @@ are judged against its ingestion time), so a replay computes exactly the same ro
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __name__ == "__main__" and not __package__:
+    # Run as a main file (spark-submit .../k2_jobs/silver.py): import the k2_jobs package,
+    # never this directory's modules as top-level ones.
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import datetime as dt
 import logging
-import sys
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING

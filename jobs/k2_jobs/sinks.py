@@ -28,11 +28,14 @@ log = logging.getLogger("k2_jobs.sinks")
 
 
 def committed_batches(spark: SparkSession, tables: Sequence[str], query_id: str) -> dict[str, int]:
-    """table -> the highest `k2.batch-id` it holds for streaming query `query_id`."""
+    """table -> the highest `k2.batch-id` its current state holds for streaming query
+    `query_id` (snapshots of the current snapshot's ancestry only: a rolled-back batch
+    is not held)."""
     query_id = str(uuid.UUID(query_id))  # a UUID, nothing else goes into the SQL
     parts = [
-        f"SELECT '{t}' AS t, max(CAST(summary['k2.batch-id'] AS BIGINT)) AS b "  # noqa: S608 - spec names, a UUID
-        f"FROM {t}.snapshots WHERE summary['k2.query-id'] = '{query_id}'"
+        f"SELECT '{t}' AS t, max(CAST(s.summary['k2.batch-id'] AS BIGINT)) AS b "  # noqa: S608 - spec names, a UUID
+        f"FROM {t}.snapshots s JOIN {t}.history h ON s.snapshot_id = h.snapshot_id "
+        f"WHERE h.is_current_ancestor AND s.summary['k2.query-id'] = '{query_id}'"
         for t in tables
     ]
     rows = spark.sql(" UNION ALL ".join(parts)).collect()

@@ -309,3 +309,28 @@ def test_a_fresh_checkpoint_after_reset_rereads_kafka_but_gold_stays_unique(roun
     shutil.rmtree(env.pipeline.checkpoint("gold"))
     run_query(env.spark, env.pipeline, JobOptions(available_now=True), gold.start)
     assert env.count(GOLD) == gold_before
+
+
+def test_a_batch_half_committed_is_completed_not_duplicated(round2: Env) -> None:
+    """A crash between silver's per-table appends: the Kraken silver table and the DLQ lose
+    the last batch (rolled back), the Binance table keeps it. On replay, silver writes the
+    batch to the two tables that miss it and skips the one that has it."""
+    env = round2
+    before = {s.name: env.count(s) for s in (*SILVERS, DLQ)}
+    for spec in (SILVERS[1], DLQ):
+        name = env.table(spec)
+        last = env.spark.sql(
+            f"SELECT parent_id FROM {name}.snapshots ORDER BY committed_at DESC LIMIT 1"
+        ).first()
+        assert last is not None and last.parent_id is not None
+        ident = f"{env.pipeline.namespace}.{spec.name}"
+        env.spark.sql(f"CALL k2.system.rollback_to_snapshot('{ident}', {last.parent_id})")
+    assert env.count(SILVERS[1]) < before[SILVERS[1].name]
+    _drop_last_commit(env.pipeline.checkpoint("silver"))
+    binance_snapshots = env.spark.sql(
+        f"SELECT count(*) AS n FROM {env.table(SILVERS[0])}.snapshots"
+    ).first()
+    run_query(env.spark, env.pipeline, JobOptions(available_now=True), silver.start)
+    assert {s.name: env.count(s) for s in (*SILVERS, DLQ)} == before
+    after = env.spark.sql(f"SELECT count(*) AS n FROM {env.table(SILVERS[0])}.snapshots").first()
+    assert after == binance_snapshots

@@ -32,11 +32,18 @@ LAYERS = ("bronze", "silver", "gold")
 
 def add_arguments(group: Any) -> None:
     group.add_argument(
-        "--recovery-layers", default=None, help="comma-separated layers (default bronze,silver,gold; --quick bronze)"
+        "--recovery-layers",
+        default=None,
+        help="comma-separated layers (default bronze,silver,gold; --quick bronze)",
     )
-    group.add_argument("--recovery-rate", type=float, default=500.0, help="trades/s while measuring")
     group.add_argument(
-        "--recovery-stack-dir", type=Path, default=None, help="use the services of this running stack"
+        "--recovery-rate", type=float, default=500.0, help="trades/s while measuring"
+    )
+    group.add_argument(
+        "--recovery-stack-dir",
+        type=Path,
+        default=None,
+        help="use the services of this running stack",
     )
 
 
@@ -81,7 +88,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     targets: dict[str, TableSpec] = {"bronze": BRONZE, "silver": SILVERS[0], "gold": GOLD}
     jobs = {"bronze": bronze, "silver": silver, "gold": gold}
-    with bench_workspace("recovery", ["kafka", "registry", "catalog"], stack_dir=args.recovery_stack_dir) as ws:
+    from k2.pipeline import DEFAULT_TRIGGERS
+
+    with bench_workspace(
+        "recovery",
+        ["kafka", "registry", "catalog"],
+        stack_dir=args.recovery_stack_dir,
+        triggers=DEFAULT_TRIGGERS,
+    ) as ws:
         p = ws.pipeline
         catalog = load_catalog(p.catalog_uri, p.warehouse)
         producer = testdata.Producer(p.kafka_bootstrap, p.schema_registry_url, topics=ws.topics)
@@ -102,8 +116,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 say(f"{layer}: starting `k2 job {layer}`, waiting for two commits…")
                 before = commits(checkpoint)
                 proc = spawn(ws.path, layer, log)
-                if not wait_for(lambda: commits(checkpoint) >= before + 2 or proc.poll() is not None, 300, 0.1):
-                    raise RuntimeError(f"{layer}: no two commits in 300s:\n{log.read_text()[-3000:]}")
+                job = proc
+                if not wait_for(
+                    lambda c=checkpoint, b=before, j=job: commits(c) >= b + 2
+                    or j.poll() is not None,  # type: ignore[misc]
+                    300,
+                    0.1,
+                ):
+                    raise RuntimeError(
+                        f"{layer}: no two commits in 300s:\n{log.read_text()[-3000:]}"
+                    )
                 if proc.poll() is not None:
                     raise RuntimeError(f"{layer}: job exited:\n{log.read_text()[-3000:]}")
                 snapshots = len(catalog.load_table(ident).snapshots())
@@ -124,7 +146,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                 marks["query_started_s"] = now
                     if "first_commit_s" not in marks and commits(checkpoint) > at_kill:
                         marks["first_commit_s"] = now
-                    if "first_new_snapshot_s" not in marks and len(catalog.load_table(ident).snapshots()) > snapshots:
+                    if (
+                        "first_new_snapshot_s" not in marks
+                        and len(catalog.load_table(ident).snapshots()) > snapshots
+                    ):
                         marks["first_new_snapshot_s"] = now
                     time.sleep(0.1)
                 stop(proc)
