@@ -163,6 +163,9 @@ class LocalRun:
         self.args = args
         self.dir: Path = (args.dir or data_dir() / "up").resolve()
         self.procs_dir = self.dir / "procs"
+        # The default run shares the default stack, so `k2 stack up` + `k2 query` read
+        # the same tables after `k2 up` has stopped.
+        self.stack_dir: Path = self.dir / "stack" if args.dir else data_dir() / "stack"
         self.children: list[str] = []
         self.metrics_urls: dict[str, str] = {}
 
@@ -197,7 +200,7 @@ class LocalRun:
         )  # fail fast, with the field named, before starting anything
         self.say(f"run directory {self.dir}")
         self.say("starting Kafka, Schema Registry and Iceberg REST catalog…")
-        endpoints = Stack(self.dir / "stack").up(SERVICES)
+        endpoints = Stack(self.stack_dir).up(SERVICES)
         docs = localize(raw, endpoints, self.dir)
         resolved = self.dir / "pipeline.resolved.yaml"
         resolved.write_text(yaml.safe_dump_all(docs, sort_keys=False))
@@ -268,7 +271,7 @@ class LocalRun:
                 if rc != 0:
                     self.say(f"draining {layer} failed (exit {rc}); see {log}")
                     break
-        Stack(self.dir / "stack").down()
+        Stack(self.stack_dir).down()
         self.say("stopped")
 
 
@@ -284,8 +287,9 @@ def run(args: argparse.Namespace) -> int:
 
         from k2.stack.stack import Stack
 
-        Stack(local.dir / "stack").down()
-        shutil.rmtree(local.dir)
+        Stack(local.stack_dir).down()
+        shutil.rmtree(local.stack_dir, ignore_errors=True)
+        shutil.rmtree(local.dir, ignore_errors=True)
     stopping = False
 
     def on_signal(signum: int, frame: Any) -> None:
