@@ -38,15 +38,10 @@ class Status:
     feeds: list[FeedStatus] = field(default_factory=list)
     layers: list[LayerStatus] = field(default_factory=list)
     processes: dict[str, bool] = field(default_factory=dict)
+    gold_by_exchange: dict[str, int] = field(default_factory=dict)  # newest hour of gold
 
     def rows(self, table: str) -> int:
         return next((layer.rows for layer in self.layers if layer.table == table), 0)
-
-    def gold_rows_by_exchange(self) -> dict[str, int]:
-        """Silver tables are per exchange; gold holds their deduplicated union."""
-        return {
-            layer.table: layer.rows for layer in self.layers if layer.table.startswith("silver_")
-        }
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +49,7 @@ class Status:
             "feeds": [vars(f) for f in self.feeds],
             "layers": [vars(layer) for layer in self.layers],
             "processes": dict(self.processes),
+            "gold_by_exchange": dict(self.gold_by_exchange),
         }
 
 
@@ -85,13 +81,9 @@ def scrape(url: str, timeout: float = 1.0) -> dict[tuple[str, str], float]:
         return {}
 
 
-def metric(values: dict[tuple[str, str], float], suffix: str) -> float:
-    """Sum of every K2 ingest metric whose name ends with `suffix` (exporters add _total)."""
-    return sum(
-        v
-        for (name, _), v in values.items()
-        if name.startswith("k2_ingest_") and name.endswith(suffix)
-    )
+def metric(values: dict[tuple[str, str], float], name: str) -> float:
+    """Sum over exchanges of the ingestor metric `k2_ingest_<name>` (pure)."""
+    return sum(v for (n, _), v in values.items() if n == f"k2_ingest_{name}")
 
 
 def layer_status(catalog: Any, identifier: str, now: float) -> LayerStatus:
@@ -129,6 +121,9 @@ def render(status: Status) -> str:
     for layer in status.layers:
         age = "-" if layer.last_commit_age_s is None else f"{layer.last_commit_age_s:.0f}s ago"
         lines.append(f"{layer.table:<24}{layer.rows:>12}{layer.snapshots:>9}{age:>13}")
+    if status.gold_by_exchange:
+        per = "   ".join(f"{ex.lower()} {n}" for ex, n in sorted(status.gold_by_exchange.items()))
+        lines.append(f"gold, newest hour by exchange: {per}")
     down = [name for name, alive in status.processes.items() if not alive]
     if down:
         lines.append("")
@@ -147,13 +142,37 @@ class Collector:
         self.metrics_urls = metrics_urls
         self._last: dict[str, tuple[float, float]] = {}
         self.started = time.monotonic()
+        self._gold: Any = None
+        self._gold_at = 0.0
+        self._gold_by_exchange: dict[str, int] = {}
+        self.gold_error = ""
+
+    def gold_by_exchange(self) -> dict[str, int]:
+        """Trades per exchange in gold's newest hour (k2 query's `counts`), every 10 s."""
+        if time.monotonic() - self._gold_at < 10:
+            return self._gold_by_exchange
+        self._gold_at = time.monotonic()
+        try:
+            from k2.gold_queries import GoldReader
+
+            if self._gold is None:
+                self._gold = GoldReader.load(self.catalog, f"{self.namespace}.{tables.GOLD.name}")
+            self._gold.refresh()
+            result = self._gold.counts()
+            out: dict[str, int] = {}
+            for row in result.rows:
+                out[str(row[2])] = out.get(str(row[2]), 0) + int(row[3])
+            self._gold_by_exchange = out
+        except Exception as exc:  # noqa: BLE001 - gold not there yet: keep the last answer
+            self.gold_error = str(exc)
+        return self._gold_by_exchange
 
     def collect(self, processes: dict[str, bool]) -> Status:
         now_mono, now = time.monotonic(), time.time()
         status = Status(elapsed_s=now_mono - self.started, processes=processes)
         for exchange, url in self.metrics_urls.items():
             values = scrape(url)
-            total = metric(values, "trades_produced_total") or metric(values, "trades_total")
+            total = metric(values, "trades_total")
             prev_t, prev_total = self._last.get(exchange, (now_mono, total))
             rate = (total - prev_total) / (now_mono - prev_t) if now_mono > prev_t else 0.0
             self._last[exchange] = (now_mono, total)
@@ -162,11 +181,14 @@ class Collector:
                     exchange=exchange,
                     trades_total=total,
                     trades_per_s=max(rate, 0.0),
-                    errors=metric(values, "parse_errors_total"),
+                    errors=metric(values, "parse_errors_total")
+                    + metric(values, "encode_errors_total"),
                     dead_letters=metric(values, "dead_letters_total"),
                     up=bool(values),
                 )
             )
         for spec in tables.ALL_TABLES:
             status.layers.append(layer_status(self.catalog, f"{self.namespace}.{spec.name}", now))
+        if status.rows(tables.GOLD.name):
+            status.gold_by_exchange = self.gold_by_exchange()
         return status

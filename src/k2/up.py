@@ -198,6 +198,7 @@ class LocalRun:
         declaration.parse_documents(
             raw
         )  # fail fast, with the field named, before starting anything
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.say(f"run directory {self.dir}")
         self.say("starting Kafka, Schema Registry and Iceberg REST catalog…")
         endpoints = Stack(self.stack_dir).up(SERVICES)

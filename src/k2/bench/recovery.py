@@ -22,6 +22,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from k2.contracts.tables import BRONZE, GOLD, SILVERS, TableSpec
     from k2_jobs import bronze, gold, silver, testdata
     from k2_jobs.benchkit import bench_workspace, say, wait_for
-    from k2_jobs.common import JobOptions, session
+    from k2_jobs.common import JobOptions, run_query, session
 
     layers = (
         [x.strip() for x in args.recovery_layers.split(",") if x.strip()]
@@ -102,14 +103,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         feed = SteadyProducer(producer, args.recovery_rate, seconds=3600)
         feed.thread.start()
         spark = session(p, "recovery-upstream")
-        upstream: dict[str, Any] = {}
+        upstream: dict[str, threading.Thread] = {}
         results: dict[str, Any] = {}
+        proc: subprocess.Popen[bytes] | None = None
         try:
             for layer in layers:
                 for up in LAYERS[: LAYERS.index(layer)]:
                     if up not in upstream:
                         say(f"{up} runs in this driver while {layer} is measured")
-                        upstream[up] = jobs[up].start(spark, p, JobOptions())
+                        # run_query: restarts the query after SPARK-55271 (the job this
+                        # layer's measurement stopped may have left a batch to replay)
+                        upstream[up] = threading.Thread(
+                            target=run_query,
+                            args=(spark, p, JobOptions(), jobs[up].start),
+                            daemon=True,
+                        )
+                        upstream[up].start()
                 checkpoint = p.checkpoint(layer)
                 ident = f"{p.namespace}.{targets[layer].name}"
                 log = ws.dir / f"{layer}.log"
@@ -158,8 +167,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             feed.stop.set()
             feed.thread.join()
-            for q in upstream.values():
+            if proc is not None:
+                stop(proc, signal.SIGKILL)
+            for q in spark.streams.active:
                 q.stop()
+            for t in upstream.values():
+                t.join(60)
             spark.stop()
         worst = max((r.get("first_commit_s", float("inf")) for r in results.values()), default=None)
         return {
