@@ -6,8 +6,8 @@ Incremental Iceberg streaming reads of every silver table, unioned; each micro-b
 (foreachBatch) is deduplicated on message_id (`transforms.silver_to_gold`) and merged
 with an insert-only MERGE (`transforms.gold_merge_sql`): a message_id already in gold,
 from an earlier batch, an earlier run or a replay of this very batch, is not inserted
-again. The MERGE matches on exchange_date too, the table's partition column, so only
-the days present in the batch are read from gold. Iceberg writes the new rows sorted by
+again. The MERGE matches on exchange_date and exchange_hour too, the table's partition
+columns, so only the hours present in the batch are read from gold. Iceberg writes the new rows sorted by
 the table's sort order (timestamp, trade_id) into hourly partitions
 (exchange_date, exchange_hour).
 """

@@ -377,14 +377,16 @@ def silver_to_gold(silver: DataFrame) -> DataFrame:
 def gold_merge_sql(target: str, source_view: str) -> str:
     """Insert-only MERGE: a message_id already in gold is never inserted again.
 
-    The join also matches on exchange_date, the partition column (a trade's exchange time,
-    hence its date, is part of its identity), so Iceberg prunes the target scan to the
-    days present in the batch instead of reading all of gold.
+    The join also matches on exchange_date and exchange_hour, the partition columns (a
+    trade's exchange time, hence its date and hour, is part of its identity: the same
+    message_id always carries the same timestamp), so Iceberg prunes the target scan to the
+    hours present in the batch instead of reading all of gold.
     """
     cols = GOLD.column_names()
     return (
         f"MERGE INTO {target} AS t USING {source_view} AS s "  # noqa: S608 - identifiers from the specs
         "ON t.message_id = s.message_id AND t.exchange_date = s.exchange_date "
+        "AND t.exchange_hour = s.exchange_hour "
         f"WHEN NOT MATCHED THEN INSERT ({', '.join(f'`{c}`' for c in cols)}) "
         f"VALUES ({', '.join(f's.`{c}`' for c in cols)})"
     )

@@ -95,10 +95,13 @@ def test_exchange_hour_is_utc(spark: SparkSession) -> None:
     ]
 
 
-def test_merge_inserts_only_unseen_ids_and_prunes_by_day() -> None:
+def test_merge_inserts_only_unseen_ids_and_prunes_by_hour() -> None:
     sql = gold_merge_sql("k2.market_data.gold_crypto_trades", "batch")
     assert sql.startswith("MERGE INTO k2.market_data.gold_crypto_trades AS t USING batch AS s ")
-    assert "ON t.message_id = s.message_id AND t.exchange_date = s.exchange_date " in sql
+    assert (
+        "ON t.message_id = s.message_id AND t.exchange_date = s.exchange_date "
+        "AND t.exchange_hour = s.exchange_hour " in sql
+    )
     assert "WHEN MATCHED" not in sql
     for c in GOLD.column_names():
         assert f"s.`{c}`" in sql

@@ -78,6 +78,15 @@ def run(args: argparse.Namespace) -> int:
         }
         (args.out / f"{name}.json").write_text(json.dumps(result, indent=2, default=str))
         results[name] = result
+    if results:
+        from k2.bench import report
+
+        (args.out / "summary.md").write_text(report.markdown(results))
+        png = report.chart(results, args.out / "summary.png")
+        print(
+            f"k2 bench: wrote {args.out}/summary.md" + (f" and {png}" if png else ""),
+            file=sys.stderr,
+        )
     if args.json:
         print(
             json.dumps(

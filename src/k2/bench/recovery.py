@@ -64,6 +64,15 @@ def spawn(path: Path, layer: str, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
+def _steady(checkpoint: str, want: int, proc: subprocess.Popen[bytes]) -> Any:
+    """A check for wait_for: `want` commits reached, or the job exited."""
+
+    def check() -> bool:
+        return commits(checkpoint) >= want or proc.poll() is not None
+
+    return check
+
+
 def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 60.0) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, sig)
@@ -125,13 +134,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 say(f"{layer}: starting `k2 job {layer}`, waiting for two commits…")
                 before = commits(checkpoint)
                 proc = spawn(ws.path, layer, log)
-                job = proc
-                if not wait_for(
-                    lambda c=checkpoint, b=before, j=job: commits(c) >= b + 2
-                    or j.poll() is not None,  # type: ignore[misc]
-                    300,
-                    0.1,
-                ):
+                if not wait_for(_steady(checkpoint, before + 2, proc), 300, 0.1):
                     raise RuntimeError(
                         f"{layer}: no two commits in 300s:\n{log.read_text()[-3000:]}"
                     )

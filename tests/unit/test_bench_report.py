@@ -1,0 +1,47 @@
+"""Benchmark reports: figures picked from the JSON, a markdown table and a real PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from k2.bench import report
+
+RESULTS = {
+    "bronze": {
+        "rows_per_s": 25000.0,
+        "raw_consume": {"rows_per_s": 90000.0},
+        "ratio_to_raw": 0.28,
+        "machine": {"cores": 2, "memory_gb": 23.5, "cpu": "x"},
+        "benchmark": "bronze",
+    },
+    "latency": {
+        "silver": {"p50_s": 6.1, "p99_s": 11.0},
+        "gold": {"p50_s": 15.0, "p99_s": 24.0},
+        "ok": True,
+    },
+}
+
+
+def test_flatten_keeps_numeric_leaves_only() -> None:
+    flat = dict(report.flatten(RESULTS["latency"]))
+    assert flat == {
+        "silver.p50_s": 6.1,
+        "silver.p99_s": 11.0,
+        "gold.p50_s": 15.0,
+        "gold.p99_s": 24.0,
+    }
+
+
+def test_markdown_lists_throughput_latency_ratio_and_machine() -> None:
+    md = report.markdown(RESULTS)
+    assert "| bronze | rows_per_s | 25,000.00 |" in md
+    assert "| bronze | raw_consume.rows_per_s | 90,000.00 |" in md
+    assert "| bronze | ratio_to_raw | 0.28 |" in md
+    assert "| latency | gold.p99_s | 24.00 |" in md
+    assert "Machine: 2 cores, 23.5 GB" in md
+
+
+def test_chart_writes_a_png(tmp_path: Path) -> None:
+    out = report.chart(RESULTS, tmp_path / "summary.png")
+    assert out is not None and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report.chart({"x": {"n": 1}}, tmp_path / "none.png") is None
