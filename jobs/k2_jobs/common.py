@@ -164,7 +164,8 @@ def local_cores(pipeline: Pipeline) -> int:
 def job_conf(pipeline: Pipeline, layer: str, *, cores: int) -> dict[str, str]:
     """Spark settings of a job (pure): small shuffles for small micro-batches, the catalog
     without its table cache (a job must see other jobs' commits at once), then the
-    declaration's own `spark.conf`, which wins."""
+    declaration's own `spark.conf`, which wins. (The operator renders these into each
+    layer's SparkApplication; `layer` is there for per-layer settings, none so far.)"""
     conf = {
         "spark.sql.shuffle.partitions": str(max(2, cores)),
         "spark.sql.adaptive.enabled": "true",

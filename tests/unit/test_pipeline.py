@@ -80,7 +80,7 @@ def test_invalid_fields_are_named(kind: str, path: list[str], value: Any, messag
 def test_wrong_api_version_and_pipeline_count() -> None:
     docs = sample_docs()
     docs[0]["apiVersion"] = "k2.io/v9"
-    with pytest.raises(DeclarationError, match="apiVersion must be k2.io/v1alpha1"):
+    with pytest.raises(DeclarationError, match=r"apiVersion must be k2\.io/v1alpha1"):
         pipeline.parse_documents(docs)
     with pytest.raises(DeclarationError, match=r"exactly one MedallionPipeline, found 0"):
         pipeline.parse_documents([d for d in sample_docs() if d["kind"] != "MedallionPipeline"])
