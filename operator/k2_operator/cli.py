@@ -47,6 +47,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--jobs-dir", help="where the Spark image keeps the k2_jobs main files (local:///...)"
     )
     parser.add_argument(
+        "--s3-credentials-secret",
+        metavar="NAME",
+        default=os.environ.get("K2_OPERATOR_S3_CREDENTIALS_SECRET"),
+        help="Secret in each pipeline's namespace whose S3 access key pair the Spark driver and "
+        "executors get as AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (by reference); default: none",
+    )
+    parser.add_argument(
+        "--s3-access-key-id-key",
+        metavar="KEY",
+        default=os.environ.get("K2_OPERATOR_S3_ACCESS_KEY_ID_KEY", "AWS_ACCESS_KEY_ID"),
+        help="key of the access key id in --s3-credentials-secret",
+    )
+    parser.add_argument(
+        "--s3-secret-access-key-key",
+        metavar="KEY",
+        default=os.environ.get("K2_OPERATOR_S3_SECRET_ACCESS_KEY_KEY", "AWS_SECRET_ACCESS_KEY"),
+        help="key of the secret access key in --s3-credentials-secret",
+    )
+    parser.add_argument(
         "--liveness",
         metavar="URL",
         help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz",
@@ -87,6 +106,9 @@ def run(args: argparse.Namespace) -> int:
         "K2_OPERATOR_KAFKA_ADMIN_BOOTSTRAP": args.kafka_admin_bootstrap,
         "K2_OPERATOR_INGESTOR_IMAGE": args.ingestor_image,
         "K2_OPERATOR_JOBS_DIR": args.jobs_dir,
+        "K2_OPERATOR_S3_CREDENTIALS_SECRET": args.s3_credentials_secret,
+        "K2_OPERATOR_S3_ACCESS_KEY_ID_KEY": args.s3_access_key_id_key,
+        "K2_OPERATOR_S3_SECRET_ACCESS_KEY_KEY": args.s3_secret_access_key_key,
         "KUBECONFIG": args.kubeconfig,
         "K2_OPERATOR_METRICS_PORT": str(args.metrics_port) if args.metrics_port else None,
     }

@@ -727,4 +727,10 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         schema_registry_url=env.get("K2_OPERATOR_SCHEMA_REGISTRY_DEFAULT")
         or defaults.schema_registry_url,
         jobs_dir=env.get("K2_OPERATOR_JOBS_DIR") or defaults.jobs_dir,
+        s3_credentials_secret=env.get("K2_OPERATOR_S3_CREDENTIALS_SECRET")
+        or defaults.s3_credentials_secret,
+        s3_access_key_id_key=env.get("K2_OPERATOR_S3_ACCESS_KEY_ID_KEY")
+        or defaults.s3_access_key_id_key,
+        s3_secret_access_key_key=env.get("K2_OPERATOR_S3_SECRET_ACCESS_KEY_KEY")
+        or defaults.s3_secret_access_key_key,
     )

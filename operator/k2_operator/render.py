@@ -9,6 +9,7 @@ output for the sample pipeline.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -69,6 +70,11 @@ class Settings:
     schema_registry_url: str = "http://schema-registry:8081"
     # Where the Spark image keeps the job main files (the k2_jobs package).
     jobs_dir: str = "local:///opt/k2/jobs/k2_jobs"
+    # Secret (in the pipeline's namespace) with the S3 access key pair the Spark driver and
+    # executors get as AWS_* variables, by reference; empty: none.
+    s3_credentials_secret: str = ""
+    s3_access_key_id_key: str = "AWS_ACCESS_KEY_ID"
+    s3_secret_access_key_key: str = "AWS_SECRET_ACCESS_KEY"  # noqa: S105 - a key name
 
 
 @dataclass(frozen=True)
@@ -488,6 +494,24 @@ def job_inputs(pipeline: Pipeline, layer: str) -> dict[str, Any]:
     return inputs
 
 
+def s3_credentials_env(settings: Settings) -> list[dict[str, Any]]:
+    """AWS_* variables of the Spark pods, by secretKeyRef to settings.s3_credentials_secret
+    (never values); none when no Secret is configured."""
+    if not settings.s3_credentials_secret:
+        return []
+    keys = {
+        "AWS_ACCESS_KEY_ID": settings.s3_access_key_id_key,
+        "AWS_SECRET_ACCESS_KEY": settings.s3_secret_access_key_key,
+    }
+    return [
+        {
+            "name": name,
+            "valueFrom": {"secretKeyRef": {"name": settings.s3_credentials_secret, "key": key}},
+        }
+        for name, key in keys.items()
+    ]
+
+
 def render_application(
     pipeline: Pipeline,
     layer: str,
@@ -557,6 +581,9 @@ def render_application(
             "securityContext": dict(security),
         },
     }
+    if env := s3_credentials_env(settings):
+        spec["driver"]["env"] = env
+        spec["executor"]["env"] = copy.deepcopy(env)
     digest = spec_hash({"spec": spec, "inputs": job_inputs(pipeline, layer)})
     annotations = {
         ANNOTATION_SPEC_HASH: digest,

@@ -321,6 +321,36 @@ def test_existing_secrets_are_used_not_created(helm: str, offline_chart: Path) -
     assert refs == {"k2-s3"}
 
 
+def _operator_args(objects: list[dict[str, Any]]) -> list[str]:
+    deployment = next(
+        o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "k2-operator"
+    )
+    return list(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+
+
+def test_operator_gets_the_s3_credentials_secret(helm: str, offline_chart: Path) -> None:
+    """The operator hands the object store's Secret (name and keys) to its Spark jobs."""
+    s3_args = [
+        "--s3-credentials-secret=k2-minio",
+        "--s3-access-key-id-key=rootUser",
+        "--s3-secret-access-key-key=rootPassword",
+    ]
+    args = _operator_args(render(helm, offline_chart))
+    assert [a for a in args if a.startswith("--s3-")] == s3_args
+    args = _operator_args(render(helm, offline_chart, "k2", "--set", "minio.auth.existingSecret=m"))
+    assert "--s3-credentials-secret=m" in args
+    args = _operator_args(render(helm, offline_chart, "k2", *value_args(*CASES["without-minio"])))
+    assert [a for a in args if a.startswith("--s3-")] == [
+        "--s3-credentials-secret=k2-s3",
+        "--s3-access-key-id-key=accessKeyId",
+        "--s3-secret-access-key-key=secretAccessKey",
+    ]
+    args = _operator_args(
+        render(helm, offline_chart, "k2", "--set", "operator.s3CredentialsSecret=spark-s3")
+    )
+    assert [a for a in args if a.startswith("--s3-")] == ["--s3-credentials-secret=spark-s3"]
+
+
 def test_kafka_quorum_scales(helm: str, offline_chart: Path) -> None:
     objects = render(helm, offline_chart, "k2", "--set", "kafka.replicas=3")
     sts = next(

@@ -368,6 +368,36 @@ def test_service_account_and_jobs_dir_are_configurable() -> None:
     assert app["spec"]["mainApplicationFile"] == "local:///app/k2_jobs/bronze.py"
 
 
+def test_s3_credentials_reach_driver_and_executors_by_secret_reference() -> None:
+    default = render_sample().applications
+    assert all(
+        "env" not in app["spec"][role]
+        for app in default.values()
+        for role in ("driver", "executor")
+    )
+    settings = Settings(s3_credentials_secret="k2-minio", s3_access_key_id_key="rootUser")
+    apps = render_sample(settings=settings).applications
+    for layer, app in apps.items():
+        for role in ("driver", "executor"):
+            assert app["spec"][role]["env"] == [
+                {
+                    "name": "AWS_ACCESS_KEY_ID",
+                    "valueFrom": {"secretKeyRef": {"name": "k2-minio", "key": "rootUser"}},
+                },
+                {
+                    "name": "AWS_SECRET_ACCESS_KEY",
+                    "valueFrom": {
+                        "secretKeyRef": {"name": "k2-minio", "key": "AWS_SECRET_ACCESS_KEY"}
+                    },
+                },
+            ], f"{layer} {role}"
+        # a different Secret restarts the job
+        assert (
+            app["metadata"]["annotations"]["k2.io/spec-hash"]
+            != default[layer]["metadata"]["annotations"]["k2.io/spec-hash"]
+        )
+
+
 def test_missing_feed_is_a_declaration_error() -> None:
     docs = sample()
     with pytest.raises(DeclarationError, match="no ExchangeFeed named kraken"):
