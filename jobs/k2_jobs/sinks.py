@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -27,19 +27,35 @@ if TYPE_CHECKING:
 log = logging.getLogger("k2_jobs.sinks")
 
 
-def committed_batches(spark: SparkSession, tables: Sequence[str], query_id: str) -> dict[str, int]:
+def committed_batches(
+    spark: SparkSession, tables: Sequence[str], query_id: str, *, max_steps: int = 100_000
+) -> dict[str, int]:
     """table -> the highest `k2.batch-id` its current state holds for streaming query
-    `query_id` (snapshots of the current snapshot's ancestry only: a rolled-back batch
-    is not held)."""
-    query_id = str(uuid.UUID(query_id))  # a UUID, nothing else goes into the SQL
-    parts = [
-        f"SELECT '{t}' AS t, max(CAST(s.summary['k2.batch-id'] AS BIGINT)) AS b "  # noqa: S608 - spec names, a UUID
-        f"FROM {t}.snapshots s JOIN {t}.history h ON s.snapshot_id = h.snapshot_id "
-        f"WHERE h.is_current_ancestor AND s.summary['k2.query-id'] = '{query_id}'"
-        for t in tables
-    ]
-    rows = spark.sql(" UNION ALL ".join(parts)).collect()
-    return {r.t: int(r.b) for r in rows if r.b is not None}
+    `query_id`.
+
+    Walks the current snapshot's ancestry, newest first, through Iceberg's Java API (no
+    Spark job: this runs on the restart path, where every second counts) and stops at the
+    first snapshot of this query: batches commit in order, so it holds the highest id.
+    Only the ancestry counts, so a rolled-back batch is not held.
+    """
+    query_id = str(uuid.UUID(query_id))
+    jvm: Any = spark._jvm
+    spark3util = jvm.org.apache.iceberg.spark.Spark3Util
+    out: dict[str, int] = {}
+    for name in tables:
+        table = spark3util.loadIcebergTable(spark._jsparkSession, name)
+        table.refresh()
+        snap = table.currentSnapshot()
+        for _ in range(max_steps):
+            if snap is None:
+                break
+            summary = snap.summary()
+            if summary.get("k2.query-id") == query_id and summary.get("k2.batch-id") is not None:
+                out[name] = int(summary.get("k2.batch-id"))
+                break
+            parent = snap.parentId()
+            snap = table.snapshot(parent) if parent is not None else None
+    return out
 
 
 def append_batch(df: DataFrame, table: str, *, writer: str, query_id: str, batch_id: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -82,7 +83,7 @@ BRONZE_DDL = (
 )
 
 
-def bronze(spark: SparkSession, payloads: list[tuple[str, bytes | None]]) -> DataFrame:
+def bronze(spark: SparkSession, payloads: Sequence[tuple[str, bytes | None]]) -> DataFrame:
     rows = [
         ("K", p, topic, 0, i, NOW - dt.timedelta(seconds=1), NOW, NOW.date())
         for i, (topic, p) in enumerate(payloads)
@@ -90,7 +91,7 @@ def bronze(spark: SparkSession, payloads: list[tuple[str, bytes | None]]) -> Dat
     return spark.createDataFrame(rows, BRONZE_DDL)
 
 
-def run(spark: SparkSession, payloads: list[tuple[str, bytes | None]], **kw: Any) -> DataFrame:
+def run(spark: SparkSession, payloads: Sequence[tuple[str, bytes | None]], **kw: Any) -> DataFrame:
     kw.setdefault("known_schema_ids", KNOWN)
     kw.setdefault("topic_exchanges", TOPICS)
     return validate_trades(decode_bronze(bronze(spark, payloads)), **kw)
