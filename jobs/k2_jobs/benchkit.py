@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from k2 import pipeline as pipeline_mod
 from k2.contracts.tables import ALL_TABLES
 from k2.pipeline import Pipeline
@@ -130,6 +128,8 @@ class MemorySampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self) -> None:
+        import psutil  # bench-only: the Spark jobs image leaves it out
+
         me = psutil.Process()
         total, jvm = 0, 0
         for p in [me, *me.children(recursive=True)]:
