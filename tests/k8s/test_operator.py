@@ -672,12 +672,18 @@ def test_deletion_garbage_collects_children_and_honours_the_deletion_policy(
 
         # A feed's Deployment and Service go with it.
         cluster.delete("ExchangeFeed", "kraken")
+        # 120 s like the waits above: the feed's finalizer is released by the operator first,
+        # then the controller-manager's GC deletes the children (slow on a loaded machine).
         eventually(
             lambda: "kraken-ingestor" not in cluster.deployments(),
+            timeout=120,
             what="Deployment garbage-collected",
+            describe=lambda: cluster.get("ExchangeFeed", "kraken"),
         )
         eventually(
-            lambda: "kraken-ingestor" not in cluster.services(), what="Service garbage-collected"
+            lambda: "kraken-ingestor" not in cluster.services(),
+            timeout=120,
+            what="Service garbage-collected",
         )
         assert "binance-ingestor" in cluster.deployments()
 
