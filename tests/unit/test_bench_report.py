@@ -45,3 +45,12 @@ def test_chart_writes_a_png(tmp_path: Path) -> None:
     out = report.chart(RESULTS, tmp_path / "summary.png")
     assert out is not None and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert report.chart({"x": {"n": 1}}, tmp_path / "none.png") is None
+
+
+def test_latency_selection_skips_counts_and_converts_ms() -> None:
+    assert report.is_latency("layers.gold.latency_s.p99")
+    assert report.is_latency("queries.latest.p99_ms")
+    assert not report.is_latency("queries.latest.rows_in_files_p50")
+    assert not report.is_latency("queries.latest.cpu_ms_p99")
+    assert report.seconds("queries.latest.p99_ms", 250.0) == 0.25
+    assert report.seconds("layers.gold.latency_s.p99", 20.0) == 20.0

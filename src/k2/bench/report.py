@@ -31,9 +31,22 @@ def is_throughput(key: str) -> bool:
     return key.endswith(("per_s", "_per_second", "rows_s", "msg_s", "trades_s"))
 
 
+NOT_LATENCY = ("rows", "files", "cpu", "plan", "read", "batch", "refresh", "target")
+
+
 def is_latency(key: str) -> bool:
+    """A p50/p99 of a time (not of a count, CPU or a planning step)."""
     leaf = key.rsplit(".", 1)[-1]
-    return any(p in leaf for p in ("p50", "p99")) and not is_throughput(key)
+    return (
+        any(p in leaf for p in ("p50", "p99"))
+        and not is_throughput(key)
+        and not any(word in key for word in NOT_LATENCY)
+    )
+
+
+def seconds(key: str, value: float) -> float:
+    """Latencies are reported in ms or s; the chart puts them on one axis, in seconds."""
+    return value / 1000 if "_ms" in key else value
 
 
 def markdown(results: Mapping[str, Mapping[str, Any]]) -> str:
@@ -62,7 +75,12 @@ def chart(results: Mapping[str, Mapping[str, Any]], path: Path) -> Path | None:
     throughput = [
         (f"{n}.{k}", v) for n, r in results.items() for k, v in flatten(r) if is_throughput(k)
     ]
-    latency = [(f"{n}.{k}", v) for n, r in results.items() for k, v in flatten(r) if is_latency(k)]
+    latency = [
+        (f"{n}.{k}", seconds(k, v))
+        for n, r in results.items()
+        for k, v in flatten(r)
+        if is_latency(k)
+    ]
     if not throughput and not latency:
         return None
     import matplotlib
@@ -75,15 +93,14 @@ def chart(results: Mapping[str, Mapping[str, Any]], path: Path) -> Path | None:
     )
     for ax, rows, title in (
         (axes[0], throughput, "throughput (per second)"),
-        (axes[1], latency, "latency"),
+        (axes[1], latency, "latency (seconds, log scale)"),
     ):
         if rows:
             labels, values = zip(*rows, strict=True)
             ax.barh(range(len(values)), values, color="#3b7dd8")
             ax.set_yticks(range(len(values)), labels, fontsize=7)
             ax.invert_yaxis()
-            if title.startswith("throughput"):
-                ax.set_xscale("log")
+            ax.set_xscale("log")
         ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
