@@ -212,6 +212,12 @@ def test_operator_runs_a_pipeline_lifecycle_as_its_service_account(
         )["items"]
         return {a["metadata"]["name"]: a for a in items}
 
+    def feed() -> dict[str, Any]:
+        result: dict[str, Any] = co.get_namespaced_custom_object(
+            "k2.io", "v1alpha1", ns, "exchangefeeds", "binance"
+        )
+        return result
+
     def table_names() -> set[str]:
         items = co.list_namespaced_custom_object("k2.io", "v1alpha1", ns, "icebergtables")["items"]
         return {t["metadata"]["name"] for t in items}
@@ -242,12 +248,17 @@ def test_operator_runs_a_pipeline_lifecycle_as_its_service_account(
             what="tables Ready and applications created",
             describe=lambda: pipeline().get("status"),
         )
-        assert {d.metadata.name for d in apps.list_namespaced_deployment(ns).items} == {
-            "binance-ingestor",
-            "kraken-ingestor",
-        }
-        feed = co.get_namespaced_custom_object("k2.io", "v1alpha1", ns, "exchangefeeds", "binance")
-        assert condition(feed, "Progressing") is not None
+        # the feeds are reconciled by their own handlers, independently of the pipeline's
+        eventually(
+            lambda: {d.metadata.name for d in apps.list_namespaced_deployment(ns).items}
+            == {"binance-ingestor", "kraken-ingestor"},
+            what="both ingestor Deployments",
+        )
+        eventually(
+            lambda: condition(feed(), "Progressing") is not None,
+            what="the feed's Progressing condition",
+            describe=lambda: feed().get("status"),
+        )
         assert any(e.reason == "Created" for e in core.list_namespaced_event(ns).items)
 
         # restart (delete + create) and drift repair use the same permissions
