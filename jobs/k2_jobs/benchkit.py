@@ -162,6 +162,71 @@ class MemorySampler:
         }
 
 
+class BatchAudit:
+    """Counts the micro-batches of this session's streaming queries and the queries that
+    ended with an error, through a StreamingQueryListener: the benchmarks' "failed batches".
+
+    A query that fails with SPARK-55271 (the Kafka source's progress reporting after a
+    replayed, already committed batch; `common.is_kafka_metrics_npe`) is counted apart:
+    its batch did not fail, the query is restarted by `common.run_query`.
+    """
+
+    def __init__(self) -> None:
+        self.completed: dict[str, int] = {}
+        self.with_data: dict[str, int] = {}
+        self.failures: list[str] = []
+        self.spark_55271 = 0
+        self._lock = threading.Lock()
+
+    def attach(self, spark: Any) -> BatchAudit:
+        from pyspark.sql.streaming import StreamingQueryListener
+
+        audit = self
+
+        class _Listener(StreamingQueryListener):
+            def onQueryStarted(self, event: Any) -> None:
+                pass
+
+            def onQueryProgress(self, event: Any) -> None:
+                audit.batch_done(event.progress.name or str(event.progress.id), event.progress.numInputRows)
+
+            def onQueryIdle(self, event: Any) -> None:
+                pass
+
+            def onQueryTerminated(self, event: Any) -> None:
+                audit.query_ended(event.exception)
+
+        spark.streams.addListener(_Listener())
+        return self
+
+    def batch_done(self, name: str, rows: int) -> None:
+        with self._lock:
+            self.completed[name] = self.completed.get(name, 0) + 1
+            if rows:
+                self.with_data[name] = self.with_data.get(name, 0) + 1
+
+    def query_ended(self, exception: str | None) -> None:
+        from k2_jobs.common import is_kafka_metrics_npe
+
+        if exception is None:
+            return
+        with self._lock:
+            if is_kafka_metrics_npe(exception):
+                self.spark_55271 += 1
+            else:
+                self.failures.append(exception[:2000])
+
+    def result(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "completed": dict(self.completed),
+                "completed_with_data": dict(self.with_data),
+                "failed": len(self.failures),
+                "failures": list(self.failures),
+                "query_restarts_spark_55271": self.spark_55271,
+            }
+
+
 def percentiles(values: Sequence[float], qs: Sequence[float] = (50, 90, 99)) -> dict[str, float]:
     import numpy as np
 

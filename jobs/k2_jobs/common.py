@@ -242,12 +242,12 @@ class QueryFailed(RuntimeError):
         self.cause = cause
 
 
-def is_kafka_metrics_npe(exc: BaseException) -> bool:
+def is_kafka_metrics_npe(exc: BaseException | str) -> bool:
     """Spark 4.1's Kafka source fails progress reporting with a NullPointerException after
     the first batch of a restart when that batch is replayed from the offset log (it never
     asked Kafka for the latest offsets; SPARK-55271). The batch itself has run and is in
     the commit log by then, so starting the query again is safe and resumes normally."""
-    text = str(exc) + str(getattr(exc, "_stackTrace", "") or "")
+    text = exc if isinstance(exc, str) else str(exc) + str(getattr(exc, "_stackTrace", "") or "")
     return "scala.Option.get()" in text and "IterableOps.map" in text
 
 

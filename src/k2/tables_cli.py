@@ -3,6 +3,7 @@
     k2 tables apply [-f pipeline.yaml] [--table NAME]...      # prints each change, or "no changes"
     k2 tables list [--json]                                   # name, fields, partitioning, snapshots
     k2 tables drop (--all | NAME...) [--purge]                # --all --purge: the fresh start
+    k2 tables compact [--grace MINUTES] [--dry-run] [--json]  # gold: one file per exchange+symbol per closed hour
 
 The catalog is `--catalog-uri`/`--warehouse` if given, else the local stack's (its
 stack.json, as `k2 stack up` wrote it), else the pipeline declaration's (`-f`). With
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
 
     from k2.contracts.tables import TableSpec
     from k2.pipeline import Pipeline
+
+
+DEFAULT_GRACE_MINUTES = 15.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +64,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     drop_p.add_argument("names", nargs="*", metavar="TABLE", help="tables to drop")
     drop_p.add_argument("--all", action="store_true", help="every table of the namespace")
     drop_p.add_argument("--purge", action="store_true", help="also delete data and metadata files")
+    compact_p = sub.add_parser(
+        "compact",
+        parents=[common],
+        help="rewrite gold's closed hours as one file per exchange and symbol (k2.gold_compaction)",
+    )
+    compact_p.add_argument(
+        "--grace",
+        type=float,
+        default=DEFAULT_GRACE_MINUTES,
+        metavar="MINUTES",
+        help=f"leave hours that ended less than this long ago (default {DEFAULT_GRACE_MINUTES:g})",
+    )
+    compact_p.add_argument("--dry-run", action="store_true", help="list the hours, change nothing")
+    compact_p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 # ---------------------------------------------------------------- what and where
@@ -245,6 +263,39 @@ def _drop(args: argparse.Namespace, catalog: Catalog, specs: list[TableSpec]) ->
     return 1 if failed else 0
 
 
+def _compact(args: argparse.Namespace, catalog: Catalog, specs: list[TableSpec]) -> int:
+    import datetime as dt
+
+    from k2 import gold_compaction as gc
+    from k2.contracts.tables import GOLD
+
+    ident = next(s.identifier for s in specs if s.name == GOLD.name)
+    if not catalog.table_exists(ident):
+        raise UsageError(f"{ident} does not exist (run `k2 tables apply`)")
+    if args.grace < 0:
+        raise UsageError("--grace must be >= 0 minutes")
+    table = catalog.load_table(ident)
+    grace = dt.timedelta(minutes=args.grace)
+    closed_before = dt.datetime.now(dt.UTC) - grace
+    todo = gc.hours_to_compact(gc.file_facts(table), closed_before)
+    if args.dry_run:
+        if args.json:
+            print(json.dumps([str(h) for h in todo]))
+        else:
+            print(f"{ident}: {len(todo)} hour(s) to compact" + "".join(f"\n  {h}" for h in todo))
+        return 0
+    progress = None if args.json else print
+    results = gc.compact(table, hours=todo, progress=progress)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    elif not results:
+        print(f"{ident}: every closed hour is already one file per exchange and symbol")
+    else:
+        rows = sum(r.rows for r in results)
+        print(f"{ident}: compacted {len(results)} hour(s), {rows:,} rows")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     pipeline = None
     try:
@@ -257,7 +308,8 @@ def run(args: argparse.Namespace) -> int:
                 raise UsageError(str(exc)) from exc
         specs = table_specs(pipeline)
         catalog = open_catalog(args, pipeline)
-        action = {"apply": _apply, "list": _list, "drop": _drop}[args.tables_command]
+        actions = {"apply": _apply, "list": _list, "drop": _drop, "compact": _compact}
+        action = actions[args.tables_command]
         return action(args, catalog, specs)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -136,7 +136,7 @@ def raw_consume(bootstrap: str, topics: list[str], partitions: int, records: int
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from k2.contracts.tables import BRONZE
     from k2_jobs import bronze
-    from k2_jobs.benchkit import MemorySampler, bench_workspace, say
+    from k2_jobs.benchkit import BatchAudit, MemorySampler, bench_workspace, say
     from k2_jobs.common import JobOptions, await_query, session, table_name
 
     records = args.bronze_records or (100_000 if args.quick else 1_000_000)
@@ -156,6 +156,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         say(f"raw consume: {raw['rows_per_s']:,} rows/s")
         with MemorySampler() as mem:
             spark = session(p, "bronze")
+            audit = BatchAudit().attach(spark)
             say("bronze job (availableNow)…")
             options = JobOptions(available_now=True)
             started = time.monotonic()
@@ -181,6 +182,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if later and sum(b["seconds"] for b in later)
             else rate
         )
+        batch_audit = audit.result()
         spark.stop()
         say(
             f"bronze: {sustained:,.0f} rows/s sustained, {rate:,.0f} end to end ({len(batches)} batches)"
@@ -206,8 +208,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "master": spark_master(p),
             },
             "memory": mem.result(),
+            "failed_batches": batch_audit["failed"],
+            "batch_audit": batch_audit,
             "target_rows_per_s": TARGET_ROWS_PER_S,
-            "meets_target": sustained >= TARGET_ROWS_PER_S and written == records,
+            "meets_target": sustained >= TARGET_ROWS_PER_S
+            and written == records
+            and batch_audit["failed"] == 0,
         }
 
 

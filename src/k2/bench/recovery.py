@@ -164,8 +164,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     ):
                         marks["first_new_snapshot_s"] = now
                     time.sleep(0.1)
+                died = proc.poll() is not None  # a failure the job did not recover from
                 stop(proc)
-                results[layer] = {k: round(v, 2) for k, v in sorted(marks.items())}
+                after = log.read_bytes()[log_size:].decode("utf-8", "replace")
+                results[layer] = {k: round(v, 2) for k, v in sorted(marks.items())} | {
+                    "failed_batches": int(died),
+                    "query_restarts_spark_55271": after.count("hit SPARK-55271"),
+                }
                 say(f"{layer}: {results[layer]}")
         finally:
             feed.stop.set()
@@ -183,5 +188,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "rate": args.recovery_rate,
             "triggers": {k: v.trigger for k, v in p.jobs.items()},
             "target_s": TARGET_S,
-            "meets_target": worst is not None and worst < TARGET_S,
+            "failed_batches": sum(r["failed_batches"] for r in results.values()),
+            "meets_target": worst is not None
+            and worst < TARGET_S
+            and all(r["failed_batches"] == 0 for r in results.values()),
         }
