@@ -3,7 +3,8 @@
     k2 tables apply [-f pipeline.yaml] [--table NAME]...      # prints each change, or "no changes"
     k2 tables list [--json]                                   # name, fields, partitioning, snapshots
     k2 tables drop (--all | NAME...) [--purge]                # --all --purge: the fresh start
-    k2 tables compact [--grace MINUTES] [--dry-run] [--json]  # gold: one file per exchange+symbol per closed hour
+    k2 tables compact [--grace MINUTES] [--dry-run] [--json] [--every SECONDS]
+                                                              # gold: one file per exchange+symbol per closed hour
 
 The catalog is `--catalog-uri`/`--warehouse` if given, else the local stack's (its
 stack.json, as `k2 stack up` wrote it), else the pipeline declaration's (`-f`). With
@@ -77,6 +78,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"leave hours that ended less than this long ago (default {DEFAULT_GRACE_MINUTES:g})",
     )
     compact_p.add_argument("--dry-run", action="store_true", help="list the hours, change nothing")
+    compact_p.add_argument(
+        "--every",
+        type=float,
+        metavar="SECONDS",
+        help="keep running: compact again every SECONDS until SIGTERM/SIGINT (k2 up, pods)",
+    )
     compact_p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -264,36 +271,59 @@ def _drop(args: argparse.Namespace, catalog: Catalog, specs: list[TableSpec]) ->
 
 
 def _compact(args: argparse.Namespace, catalog: Catalog, specs: list[TableSpec]) -> int:
-    import datetime as dt
-
-    from k2 import gold_compaction as gc
     from k2.contracts.tables import GOLD
 
     ident = next(s.identifier for s in specs if s.name == GOLD.name)
-    if not catalog.table_exists(ident):
-        raise UsageError(f"{ident} does not exist (run `k2 tables apply`)")
     if args.grace < 0:
         raise UsageError("--grace must be >= 0 minutes")
+    if args.every is None:
+        if not catalog.table_exists(ident):
+            raise UsageError(f"{ident} does not exist (run `k2 tables apply`)")
+        _compact_once(args, catalog, ident)
+        return 0
+    if args.every <= 0:
+        raise UsageError("--every must be > 0 seconds")
+    import signal
+    import threading
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"compacting {ident} every {args.every:g}s (grace {args.grace:g} min)", flush=True)
+    while not stop.is_set():
+        try:
+            if catalog.table_exists(ident):
+                _compact_once(args, catalog, ident)
+        except Exception as exc:  # noqa: BLE001 - a bad round is reported; the next one retries
+            print(f"error: compacting {ident}: {type(exc).__name__}: {exc}", flush=True)
+        stop.wait(args.every)
+    return 0
+
+
+def _compact_once(args: argparse.Namespace, catalog: Catalog, ident: str) -> None:
+    import datetime as dt
+
+    from k2 import gold_compaction as gc
+
     table = catalog.load_table(ident)
-    grace = dt.timedelta(minutes=args.grace)
-    closed_before = dt.datetime.now(dt.UTC) - grace
+    closed_before = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=args.grace)
     todo = gc.hours_to_compact(gc.file_facts(table), closed_before)
     if args.dry_run:
         if args.json:
             print(json.dumps([str(h) for h in todo]))
         else:
             print(f"{ident}: {len(todo)} hour(s) to compact" + "".join(f"\n  {h}" for h in todo))
-        return 0
-    progress = None if args.json else print
+        return
+    progress = None if args.json else (lambda m: print(m, flush=True))
     results = gc.compact(table, hours=todo, progress=progress)
     if args.json:
-        print(json.dumps([r.to_dict() for r in results], indent=2))
+        print(json.dumps([r.to_dict() for r in results], indent=2), flush=True)
     elif not results:
-        print(f"{ident}: every closed hour is already one file per exchange and symbol")
+        if args.every is None:
+            print(f"{ident}: every closed hour is already one file per exchange and symbol")
     else:
         rows = sum(r.rows for r in results)
-        print(f"{ident}: compacted {len(results)} hour(s), {rows:,} rows")
-    return 0
+        print(f"{ident}: compacted {len(results)} hour(s), {rows:,} rows", flush=True)
 
 
 def run(args: argparse.Namespace) -> int:

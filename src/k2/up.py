@@ -158,6 +158,9 @@ def ingest_args(
     return argv
 
 
+COMPACT_EVERY_S = 300
+
+
 class LocalRun:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -237,6 +240,12 @@ class LocalRun:
         for layer in declaration.LAYERS:
             self.say(f"starting the {layer} Spark job…")
             self.spawn(f"job-{layer}", ["job", layer, "-f", str(resolved)])
+        # closed gold hours -> one file per exchange and symbol (k2.gold_compaction)
+        self.spawn(
+            "compact-gold",
+            ["tables", "compact", "-f", str(resolved), "--catalog-uri", p.catalog_uri,
+             "--warehouse", p.warehouse, "--every", str(COMPACT_EVERY_S)],
+        )  # fmt: skip
         return p, catalog
 
     def stop(self, drain: bool = False) -> None:
@@ -246,7 +255,7 @@ class LocalRun:
         from k2.stack.stack import Stack
 
         self.say("stopping (state is kept; run `k2 up` again to resume)…")
-        for prefix in ("replay-", "ingest-", "job-"):
+        for prefix in ("replay-", "ingest-", "job-", "compact-"):
             for name in [c for c in self.children if c.startswith(prefix)]:
                 stop_pid_file(self.procs_dir / name / f"{name}.pid", timeout=60.0)
         resolved = self.dir / "pipeline.resolved.yaml"

@@ -13,8 +13,13 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -25,7 +30,14 @@ import pytest
 from k2 import gold_compaction, iceberg_ddl
 from k2.catalog import load_catalog
 from k2.contracts.tables import GOLD
-from k2.gold_compaction import Hour, compact, compact_hour, file_facts, is_clustered
+from k2.gold_compaction import (
+    Hour,
+    compact,
+    compact_hour,
+    file_facts,
+    hours_to_compact,
+    is_clustered,
+)
 from k2.gold_fixture import FixtureParams, generate_hours, gold_arrow_schema, write_gold
 from k2.gold_queries import GoldReader, TimeRange, TradeFilter
 
@@ -146,10 +158,15 @@ def test_a_commit_that_raced_another_writer_is_retried_on_the_new_snapshot(
     assert is_clustered([f for f in file_facts(gold) if f.hour == hour])
 
 
-def test_k2_tables_compact_cli(
-    gold: Any, catalog: dict[str, Any], tmp_path: Any, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from k2 import tables_cli
+def settled(table: Any) -> bool:
+    """Every hour of the (long closed) day is one file per exchange and symbol."""
+    table.refresh()
+    return hours_to_compact(file_facts(table), dt.datetime.now(UTC)) == []
+
+
+@pytest.fixture
+def where(gold: Any, catalog: dict[str, Any], tmp_path: Path) -> list[str]:
+    """`k2 tables` arguments naming the test's gold table (a declaration in its namespace)."""
     from k2_jobs.testdata import pipeline_yaml
 
     decl = tmp_path / "pipeline.yaml"
@@ -163,7 +180,14 @@ def test_k2_tables_compact_cli(
             namespace=gold.name()[0],
         )
     )
-    where = ["-f", str(decl), "--catalog-uri", catalog["uri"], "--warehouse", catalog["warehouse"]]
+    return ["-f", str(decl), "--catalog-uri", catalog["uri"], "--warehouse", catalog["warehouse"]]
+
+
+def test_k2_tables_compact_cli(
+    gold: Any, where: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from k2 import tables_cli
+
     assert tables_cli.main(["compact", *where, "--dry-run", "--json"]) == 0
     planned = json.loads(capsys.readouterr().out)
     assert planned == [str(Hour(DAY, h)) for h in range(24)]  # the whole day is long closed
@@ -175,3 +199,32 @@ def test_k2_tables_compact_cli(
     assert tables_cli.main(["compact", *where]) == 0
     assert "already one file per exchange and symbol" in capsys.readouterr().out
     assert tables_cli.main(["compact", *where, "--grace", "-1"]) == 2
+    assert tables_cli.main(["compact", *where, "--every", "0"]) == 2
+
+
+def test_k2_tables_compact_every_runs_until_sigterm(
+    gold: Any, where: list[str], tmp_path: Path
+) -> None:
+    """The long-running form `k2 up` starts: compacts, keeps going, stops cleanly on SIGTERM."""
+    log = tmp_path / "compact.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "k2.cli", "tables", "compact", *where, "--every", "1"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if settled(gold):
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, log.read_text()
+        assert settled(gold), log.read_text()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert "every 1s" in text and "compacted 24 hour(s)" in text, text
