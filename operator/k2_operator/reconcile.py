@@ -53,12 +53,13 @@ EventSink = Callable[[Mapping[str, Any], str, str, str], None]
 
 RUNNING = "RUNNING"
 FAILED_STATES = {"FAILED", "SUBMISSION_FAILED"}
+RETRY_SECONDS = 15.0
 
 
 class RetryLater(Exception):
     """Try again after `delay` seconds (the status already says why)."""
 
-    def __init__(self, message: str, delay: float = 15.0):
+    def __init__(self, message: str, delay: float = RETRY_SECONDS):
         super().__init__(message)
         self.delay = delay
 
@@ -177,6 +178,32 @@ def write_status(
         ctx.kube.patch_status(Ref.of(body), patch)
 
 
+def give_up(
+    ctx: Context,
+    body: Mapping[str, Any],
+    reason: str,
+    message: str,
+    fields: Mapping[str, Any] | None = None,
+) -> None:
+    """Degraded for `reason`, nothing to retry until the spec changes; a Warning event says why."""
+    write_status(ctx, body, st.degraded(reason, message), fields)
+    ctx.event(body, "Warning", reason, message)
+
+
+def retry_later(
+    ctx: Context,
+    body: Mapping[str, Any],
+    reason: str,
+    message: str,
+    fields: Mapping[str, Any] | None = None,
+    *,
+    delay: float = RETRY_SECONDS,
+) -> RetryLater:
+    """Degraded for `reason`, retrying: the status says so; the caller raises what it returns."""
+    write_status(ctx, body, st.degraded(reason, message, retrying=True), fields)
+    return RetryLater(message, delay)
+
+
 def _epoch_seconds(timestamp: Any) -> float:
     """An RFC 3339 UTC timestamp as epoch seconds (0 when absent or unreadable)."""
     try:
@@ -189,9 +216,21 @@ def _epoch_seconds(timestamp: Any) -> float:
         return 0.0
 
 
-def _fresh(ctx: Context, body: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The object as the API server has it now (None: gone)."""
-    return ctx.kube.get(Ref.of(body))
+def _to_reconcile(ctx: Context, body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The object as the API server has it now, or None when there is nothing to reconcile:
+    it is gone, being deleted, or paused (then its status says so)."""
+    fresh = ctx.kube.get(Ref.of(body))
+    if fresh is None or (fresh.get("metadata") or {}).get("deletionTimestamp"):
+        return None
+    if is_paused(fresh):
+        write_status(
+            ctx,
+            fresh,
+            st.paused("reconciliation paused by annotation k2.io/paused"),
+            observe=False,
+        )
+        return None
+    return fresh
 
 
 def _owned_by(obj: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
@@ -213,18 +252,6 @@ def _apply_child(ctx: Context, owner: Mapping[str, Any], obj: Mapping[str, Any])
     ):
         ctx.event(owner, "Normal", "Updated", f"updated {ref.kind} {ref.name}")
     return after
-
-
-def _paused(ctx: Context, body: Mapping[str, Any]) -> bool:
-    if not is_paused(body):
-        return False
-    write_status(
-        ctx,
-        body,
-        st.paused("reconciliation paused by annotation k2.io/paused"),
-        observe=False,
-    )
-    return True
 
 
 # ------------------------------------------------------------------ ExchangeFeed
@@ -264,28 +291,24 @@ def feed_conditions(deployment: Mapping[str, Any], replicas: int) -> list[st.Con
 
 def reconcile_feed(ctx: Context, body: Mapping[str, Any]) -> None:
     """ExchangeFeed -> ingestor Deployment + Service, the Kafka topic, status."""
-    fresh = _fresh(ctx, body)
-    if fresh is None or (fresh.get("metadata") or {}).get("deletionTimestamp"):
+    live = _to_reconcile(ctx, body)
+    if live is None:
         return
-    body = fresh
-    if _paused(ctx, body):
-        return
+    body = live
     ns = body["metadata"].get("namespace") or "default"
     pipelines = ctx.kube.list(Ref.kind_of("MedallionPipeline", ns, ""))
     kafka = feed_kafka(body, pipelines, ctx.settings)
     try:
         children = render_feed(body, kafka, ctx.settings)
     except DeclarationError as exc:
-        write_status(ctx, body, st.degraded("InvalidSpec", str(exc)))
-        ctx.event(body, "Warning", "InvalidSpec", str(exc))
+        give_up(ctx, body, "InvalidSpec", str(exc))
         return
     try:
         deployment = _apply_child(ctx, body, children.deployment)
         _apply_child(ctx, body, children.service)
     except ApiException as exc:
         message = f"applying children failed: {api_message(exc)}"
-        write_status(ctx, body, st.degraded("ApplyFailed", message, retrying=True))
-        raise RetryLater(message) from exc
+        raise retry_later(ctx, body, "ApplyFailed", message) from exc
 
     # The topic: once it exists, don't ask Kafka again; when Kafka was not reachable, ask
     # again only after a while (child events reconcile often) or when the spec changed.
@@ -357,12 +380,10 @@ def reconcile_table(ctx: Context, body: Mapping[str, Any]) -> None:
     """IcebergTable -> create or evolve the table through k2.iceberg_ddl; status from the table."""
     from k2 import iceberg_ddl
 
-    fresh = _fresh(ctx, body)
-    if fresh is None or (fresh.get("metadata") or {}).get("deletionTimestamp"):
+    live = _to_reconcile(ctx, body)
+    if live is None:
         return
-    body = fresh
-    if _paused(ctx, body):
-        return
+    body = live
     spec = plain(body.get("spec") or {})
     catalog_spec = spec.get("catalog") or {}
     uri = str(catalog_spec.get("uri") or "http://iceberg-rest:8181")
@@ -371,8 +392,7 @@ def reconcile_table(ctx: Context, body: Mapping[str, Any]) -> None:
         table_spec = TableSpec.from_cr_spec(spec)
         iceberg_ddl.validate_spec(table_spec)
     except (KeyError, TypeError, ValueError) as exc:
-        write_status(ctx, body, st.degraded("InvalidSpec", str(exc)))
-        ctx.event(body, "Warning", "InvalidSpec", str(exc))
+        give_up(ctx, body, "InvalidSpec", str(exc))
         return
     ident = table_spec.identifier
     try:
@@ -383,25 +403,13 @@ def reconcile_table(ctx: Context, body: Mapping[str, Any]) -> None:
         table = catalog.load_table(ident)
         info = iceberg_ddl.table_status(table)
     except iceberg_ddl.PlanError as exc:
-        write_status(
-            ctx,
-            body,
-            st.degraded("IncompatibleChange", str(exc)),
-            {"identifier": ident},
-        )
-        ctx.event(body, "Warning", "IncompatibleChange", str(exc))
+        give_up(ctx, body, "IncompatibleChange", str(exc), {"identifier": ident})
         return
     except Exception as exc:
         ctx.forget_catalog(uri, warehouse)
         reason = _catalog_error(exc)
         message = f"{ident} at {uri}: {type(exc).__name__}: {exc}"
-        write_status(
-            ctx,
-            body,
-            st.degraded(reason, message, retrying=True),
-            {"identifier": ident},
-        )
-        raise RetryLater(message) from exc
+        raise retry_later(ctx, body, reason, message, {"identifier": ident}) from exc
     described = [c.describe() for c in changes]
     if changes:
         created = any(isinstance(c, iceberg_ddl.CreateTable) for c in changes)
@@ -564,12 +572,10 @@ def _reconcile_application(
 
 def reconcile_pipeline(ctx: Context, body: Mapping[str, Any]) -> None:
     """MedallionPipeline -> IcebergTables + SparkApplications; status rolled up from them."""
-    fresh = _fresh(ctx, body)
-    if fresh is None or (fresh.get("metadata") or {}).get("deletionTimestamp"):
+    live = _to_reconcile(ctx, body)
+    if live is None:
         return
-    body = fresh
-    if _paused(ctx, body):
-        return
+    body = live
     meta = body["metadata"]
     ns = meta.get("namespace") or "default"
     spec = body.get("spec") or {}
@@ -583,8 +589,7 @@ def reconcile_pipeline(ctx: Context, body: Mapping[str, Any]) -> None:
             feed_bodies.append(feed)
     if missing:
         message = f"no ExchangeFeed named {', '.join(missing)} in namespace {ns}"
-        write_status(ctx, body, st.degraded("FeedNotFound", message, retrying=True))
-        raise RetryLater(message, delay=30)
+        raise retry_later(ctx, body, "FeedNotFound", message, delay=30)
 
     existing_apps = {
         a["metadata"]["name"]: a
@@ -597,8 +602,7 @@ def reconcile_pipeline(ctx: Context, body: Mapping[str, Any]) -> None:
     try:
         probe = parse(body, feed_bodies)
     except DeclarationError as exc:
-        write_status(ctx, body, st.degraded("InvalidSpec", str(exc)))
-        ctx.event(body, "Warning", "InvalidSpec", str(exc))
+        give_up(ctx, body, "InvalidSpec", str(exc))
         return
     # Checkpoint epochs: the live application's annotation wins, else the status.
     saved = (body.get("status") or {}).get("checkpointEpochs") or {}
@@ -643,8 +647,7 @@ def reconcile_pipeline(ctx: Context, body: Mapping[str, Any]) -> None:
                 ctx.event(body, "Normal", "Pruned", f"deleted SparkApplication {name}")
     except ApiException as exc:
         message = f"applying children failed: {api_message(exc)}"
-        write_status(ctx, body, st.degraded("ApplyFailed", message, retrying=True))
-        raise RetryLater(message) from exc
+        raise retry_later(ctx, body, "ApplyFailed", message) from exc
 
     conditions = pipeline_conditions(tables, apps)
     running = sum(1 for a in apps.values() if application_state(a) == RUNNING)

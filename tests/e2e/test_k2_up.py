@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,27 +32,27 @@ RESENDS_PER_TOPIC = 25
 
 
 def k2_up(run_dir: Path, *extra: str) -> subprocess.Popen[bytes]:
-    log = (run_dir.parent / f"k2-up-{time.time_ns()}.log").open("wb")
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "k2.cli",
-            "up",
-            "--dir",
-            str(run_dir),
-            "--quiet",
-            "--inject-faults",
-            "--rate",
-            str(RATE),
-            "--json-status",
-            str(run_dir.parent / "status.jsonl"),
-            *extra,
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    with (run_dir.parent / f"k2-up-{time.time_ns()}.log").open("wb") as log:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "k2.cli",
+                "up",
+                "--dir",
+                str(run_dir),
+                "--quiet",
+                "--inject-faults",
+                "--rate",
+                str(RATE),
+                "--json-status",
+                str(run_dir.parent / "status.jsonl"),
+                *extra,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def last_status(run_dir: Path) -> dict[str, Any]:
@@ -76,13 +77,70 @@ def gold_rows(run_dir: Path) -> int:
     return next(layer["rows"] for layer in status["layers"] if layer["table"] == tables.GOLD.name)
 
 
+def recorded_group(pid_file: Path) -> int | None:
+    """The process group of a child k2 up recorded in `pid_file` (its own session), or None:
+    unreadable, or the pid now belongs to another program. A leader that is gone (or a zombie)
+    still names its group: an id in use as a process group id is not handed out again."""
+    try:
+        pid = int(pid_file.read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return pid
+    return pid if not cmdline or b"k2.cli" in cmdline else None
+
+
+def kill_children(run_dir: Path, names: str = "*") -> None:
+    """SIGKILL the process groups of k2 up's children named `names` (run_dir/procs/NAME/NAME.pid)."""
+    for pid_file in (run_dir / "procs").glob(f"{names}/*.pid"):
+        group = recorded_group(pid_file)
+        if group is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
+
+
 def kill_all(run_dir: Path, up: subprocess.Popen[bytes]) -> None:
     """SIGKILL k2 up and its Spark jobs mid-stream (ingestors/replays die with the next run)."""
     os.killpg(up.pid, signal.SIGKILL)
     up.wait()
-    for pid_file in (run_dir / "procs").glob("job-*/job-*.pid"):
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+    kill_children(run_dir, "job-*")
+
+
+class UpRuns:
+    """The `k2 up` runs of one directory, and everything they started: `stop_all` stops it all,
+    whatever state a failed test left it in."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = run_dir
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *extra: str) -> subprocess.Popen[bytes]:
+        proc = k2_up(self.dir, *extra)
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        """k2 up (its process group), its children (their pid files), then its stack."""
+        from k2.stack.stack import Stack
+
+        for proc in self.procs:
+            if proc.poll() is None:  # not reaped: the pid, and its group, are still that run's
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        kill_children(self.dir)
+        Stack(self.dir / "stack").down()
+
+
+@pytest.fixture
+def up(tmp_path: Path) -> Iterator[UpRuns]:
+    runs = UpRuns(tmp_path / "up")
+    try:
+        yield runs
+    finally:
+        runs.stop_all()
 
 
 def topic_records(bootstrap: str, topic: str) -> list[Any]:
@@ -126,13 +184,13 @@ def resend(bootstrap: str, topic: str, n: int) -> int:
     return len(msgs)
 
 
-def test_k2_up_streams_recovers_and_reconciles(tmp_path: Path) -> None:
+def test_k2_up_streams_recovers_and_reconciles(up: UpRuns) -> None:
     from k2.catalog import load_catalog
     from k2.contracts.serde import TradeDeserializer
     from k2.stack.stack import Stack
 
-    run_dir = tmp_path / "up"
-    first = k2_up(run_dir, "--duration", "900")
+    run_dir = up.dir
+    first = up.start("--duration", "900")
     try:
         wait_for(lambda: gold_rows(run_dir) > 0, 420, "gold rows in run 1")
         time.sleep(10)  # let it stream a little past the first gold commit
@@ -148,60 +206,51 @@ def test_k2_up_streams_recovers_and_reconciles(tmp_path: Path) -> None:
     }
     assert all(n == RESENDS_PER_TOPIC for n in resent.values())
 
-    second = k2_up(run_dir, "--duration", "45", "--drain")
+    second = up.start("--duration", "45", "--drain")
     assert second.wait(timeout=900) == 0
 
-    endpoints = stack.up(["kafka", "registry", "catalog"])
-    try:
-        bootstrap = endpoints["kafka"]["bootstrap_servers"]
-        from confluent_kafka.schema_registry import SchemaRegistryClient
+    endpoints = stack.up(["kafka", "registry", "catalog"])  # stopped by the fixture
+    bootstrap = endpoints["kafka"]["bootstrap_servers"]
+    from confluent_kafka.schema_registry import SchemaRegistryClient
 
-        deser = TradeDeserializer(SchemaRegistryClient({"url": endpoints["registry"]["url"]}))
-        kafka_msgs: list[Any] = []
-        for topic in ("market.crypto.trades.binance", "market.crypto.trades.kraken"):
-            kafka_msgs += topic_records(bootstrap, topic)
-        decoded = [deser(m.value()) for m in kafka_msgs]
-        invalid_ids = [t["message_id"] for t in decoded if t["price"] <= 0]
-        valid_ids = {t["message_id"] for t in decoded if t["price"] > 0}
+    deser = TradeDeserializer(SchemaRegistryClient({"url": endpoints["registry"]["url"]}))
+    kafka_msgs: list[Any] = []
+    for topic in ("market.crypto.trades.binance", "market.crypto.trades.kraken"):
+        kafka_msgs += topic_records(bootstrap, topic)
+    decoded = [deser(m.value()) for m in kafka_msgs]
+    invalid_ids = [t["message_id"] for t in decoded if t["price"] <= 0]
+    valid_ids = {t["message_id"] for t in decoded if t["price"] > 0}
 
-        cat = load_catalog(endpoints["catalog"]["uri"], endpoints["catalog"]["warehouse"])
+    cat = load_catalog(endpoints["catalog"]["uri"], endpoints["catalog"]["warehouse"])
 
-        def scan(spec: tables.TableSpec, *cols: str) -> Any:
-            return cat.load_table(spec.identifier).scan(selected_fields=cols).to_arrow()
+    def scan(spec: tables.TableSpec, *cols: str) -> Any:
+        return cat.load_table(spec.identifier).scan(selected_fields=cols).to_arrow()
 
-        bronze = scan(tables.BRONZE, "topic", "partition", "offset")
-        keys = list(
-            zip(
-                bronze["topic"].to_pylist(),
-                bronze["partition"].to_pylist(),
-                bronze["offset"].to_pylist(),
-                strict=True,
-            )
+    bronze = scan(tables.BRONZE, "topic", "partition", "offset")
+    keys = list(
+        zip(
+            bronze["topic"].to_pylist(),
+            bronze["partition"].to_pylist(),
+            bronze["offset"].to_pylist(),
+            strict=True,
         )
-        assert len(keys) == len(set(keys)), "bronze holds a Kafka record twice"
-        assert len(bronze) == len(kafka_msgs), (
-            "bronze does not hold every Kafka record exactly once"
-        )
+    )
+    assert len(keys) == len(set(keys)), "bronze holds a Kafka record twice"
+    assert len(bronze) == len(kafka_msgs), "bronze does not hold every Kafka record exactly once"
 
-        silver = {s.name: scan(s, "message_id", "exchange") for s in tables.SILVERS}
-        dlq = scan(tables.DLQ, "error_type", "error_reason", "avro_payload")
-        assert sum(len(t) for t in silver.values()) + len(dlq) == len(bronze), (
-            "bronze != silver + DLQ"
-        )
-        assert len(dlq) == len(invalid_ids) > 0, (
-            "the DLQ must hold exactly the injected price-0 trades"
-        )
-        assert all("price" in r for r in dlq["error_reason"].to_pylist())
+    silver = {s.name: scan(s, "message_id", "exchange") for s in tables.SILVERS}
+    dlq = scan(tables.DLQ, "error_type", "error_reason", "avro_payload")
+    assert sum(len(t) for t in silver.values()) + len(dlq) == len(bronze), "bronze != silver + DLQ"
+    assert len(dlq) == len(invalid_ids) > 0, "the DLQ must hold exactly the injected price-0 trades"
+    assert all("price" in r for r in dlq["error_reason"].to_pylist())
 
-        gold = scan(tables.GOLD, "message_id", "exchange", "exchange_hour")
-        ids = gold["message_id"].to_pylist()
-        assert len(ids) == len(set(ids)), "gold holds a message_id twice"
-        assert set(ids) == valid_ids
-        assert set(gold["exchange"].to_pylist()) == {"BINANCE", "KRAKEN"}
-        assert Counter(ids).most_common(1)[0][1] == 1
+    gold = scan(tables.GOLD, "message_id", "exchange", "exchange_hour")
+    ids = gold["message_id"].to_pylist()
+    assert len(ids) == len(set(ids)), "gold holds a message_id twice"
+    assert set(ids) == valid_ids
+    assert set(gold["exchange"].to_pylist()) == {"BINANCE", "KRAKEN"}
+    assert Counter(ids).most_common(1)[0][1] == 1
 
-        dead = topic_records(bootstrap, DEAD_LETTER_TOPIC)
-        # 2 malformed frames per replay server per run; 2 exchanges; 2 runs.
-        assert len(dead) == 8
-    finally:
-        stack.down()
+    dead = topic_records(bootstrap, DEAD_LETTER_TOPIC)
+    # 2 malformed frames per replay server per run; 2 exchanges; 2 runs.
+    assert len(dead) == 8

@@ -15,10 +15,9 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -26,9 +25,7 @@ from typing import Any
 import pytest
 from pyspark.sql import SparkSession
 
-from k2 import pipeline as pipeline_mod
-from k2.catalog import load_catalog
-from k2.contracts.tables import ALL_TABLES, BRONZE, DLQ, GOLD, SILVERS, TableSpec
+from k2.contracts.tables import BRONZE, DLQ, GOLD, SILVERS, TableSpec
 from k2.pipeline import Pipeline
 from k2_jobs import bronze, gold, silver, testdata
 from k2_jobs.common import JobOptions, run_query
@@ -59,42 +56,14 @@ class Env:
 
 
 @pytest.fixture(scope="module")
-def env(
-    kafka: dict[str, Any],
-    registry: dict[str, Any],
-    catalog: dict[str, Any],
-    spark: SparkSession,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Env]:
-    tmp = tmp_path_factory.mktemp("kill")
-    suffix = uuid.uuid4().hex[:8]
-    topics = {e: f"k2it.kill.{e.lower()}.{suffix}" for e in ("BINANCE", "KRAKEN")}
-    path = tmp / "pipeline.yaml"
-    path.write_text(
-        testdata.pipeline_yaml(
-            bootstrap=kafka["bootstrap_servers"],
-            registry=registry["url"],
-            catalog=catalog["uri"],
-            warehouse=catalog["warehouse"],
-            checkpoints=str(tmp / "checkpoints"),
-            namespace=NAMESPACE,
-            topics=topics,
-            triggers={"bronze": "1 second", "silver": "1 second", "gold": "1 second"},
-            max_per_trigger={"bronze": 400, "silver": 300, "gold": 300},
-        )
+def env(make_pipeline: Callable[..., Any], spark: SparkSession) -> Env:
+    p = make_pipeline(
+        "kill",
+        NAMESPACE,
+        triggers={"bronze": "1 second", "silver": "1 second", "gold": "1 second"},
+        max_per_trigger={"bronze": 400, "silver": 300, "gold": 300},
     )
-    p = pipeline_mod.load(path)
-    cat = load_catalog(catalog["uri"], catalog["warehouse"])
-    for spec in ALL_TABLES:
-        ident = f"{NAMESPACE}.{spec.name}"
-        if cat.table_exists(ident):
-            cat.purge_table(ident)
-    testdata.create_tables(
-        catalog["uri"], catalog["warehouse"], [replace(s, namespace=NAMESPACE) for s in ALL_TABLES]
-    )
-    testdata.ensure_topics(p.kafka_bootstrap, p.topics(), partitions=2)
-    producer = testdata.Producer(p.kafka_bootstrap, p.schema_registry_url, topics=topics)
-    yield Env(path, p, producer, spark, tmp, set())
+    return Env(p.path, p.pipeline, p.producer, spark, p.tmp, set())
 
 
 class Feeder:

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
-import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,6 @@ import pytest
 from pyspark.sql import SparkSession
 
 from k2 import iceberg_ddl
-from k2 import pipeline as pipeline_mod
 from k2.catalog import load_catalog
 from k2.contracts.tables import ALL_TABLES, BRONZE, DLQ, GOLD, SILVERS, TableSpec
 from k2.pipeline import Pipeline
@@ -87,40 +85,11 @@ def send_invalid(env: Env, tag: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def env(
-    kafka: dict[str, Any],
-    registry: dict[str, Any],
-    catalog: dict[str, Any],
-    spark: SparkSession,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Env]:
-    tmp = tmp_path_factory.mktemp("jobs")
-    suffix = uuid.uuid4().hex[:8]
-    topics = {e: f"k2it.jobs.{e.lower()}.{suffix}" for e in ("BINANCE", "KRAKEN")}
-    path = tmp / "pipeline.yaml"
-    path.write_text(
-        testdata.pipeline_yaml(
-            bootstrap=kafka["bootstrap_servers"],
-            registry=registry["url"],
-            catalog=catalog["uri"],
-            warehouse=catalog["warehouse"],
-            checkpoints=str(tmp / "checkpoints"),
-            namespace=NAMESPACE,
-            topics=topics,
-        )
+def env(make_pipeline: Callable[..., Any], spark: SparkSession) -> Env:
+    p = make_pipeline("jobs", NAMESPACE)
+    return Env(
+        p.pipeline, p.producer, spark, Expected(), dt.datetime.now(UTC).replace(microsecond=0)
     )
-    p = pipeline_mod.load(path)
-    cat = load_catalog(catalog["uri"], catalog["warehouse"])
-    for spec in ALL_TABLES:
-        ident = f"{NAMESPACE}.{spec.name}"
-        if cat.table_exists(ident):
-            cat.purge_table(ident)
-    testdata.create_tables(
-        catalog["uri"], catalog["warehouse"], [replace(s, namespace=NAMESPACE) for s in ALL_TABLES]
-    )
-    testdata.ensure_topics(p.kafka_bootstrap, p.topics(), partitions=2)
-    producer = testdata.Producer(p.kafka_bootstrap, p.schema_registry_url, topics=topics)
-    yield Env(p, producer, spark, Expected(), dt.datetime.now(UTC).replace(microsecond=0))
 
 
 @pytest.fixture(scope="module")

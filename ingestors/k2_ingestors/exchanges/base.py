@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar
 
-from k2.contracts.trade import DecimalOutOfRange, TradeV3, to_decimal
+from k2.contracts.trade import DecimalOutOfRange, TradeV3, message_id, to_decimal
 
 # Quote assets tried, longest first, when a native symbol like "NKNUSDT" has to be
 # split without a configured mapping (recordings, symbols nobody asked for).
@@ -232,6 +232,57 @@ def decimal_field(value: Any, name: str) -> Decimal:
     if value.__class__ is bool:
         raise DecimalOutOfRange(f"{name}={value!r} is not a decimal number")
     return to_decimal(value, name)
+
+
+def trade_amounts(
+    price: Any, quantity: Any, native: str, id_name: str = "", trade_id: Any = None
+) -> tuple[Decimal, Decimal]:
+    """Exact (price, quantity) of one trade; ParseError naming the trade when out of range.
+
+    The error reads "<native> <id_name>=<trade_id>: ..." (or "<native>: ..." without an
+    id_name); it is only formatted on failure.
+    """
+    try:
+        return decimal_field(price, "price"), decimal_field(quantity, "quantity")
+    except DecimalOutOfRange as exc:
+        where = f"{native} {id_name}={trade_id}" if id_name else native
+        raise ParseError(f"{where}: {exc}") from None
+
+
+def add_unmapped(vendor: dict[str, str], fields: dict[str, Any], mapped: frozenset[str]) -> None:
+    """Copy the fields of a native trade that no v3 column took into `vendor`, as strings."""
+    for k, v in fields.items():
+        if k not in mapped:
+            vendor[k] = v if v.__class__ is str else vendor_str(v)
+
+
+def trade_record(
+    exchange: str,
+    native: str,
+    info: SymbolInfo,
+    trade_id: str,
+    timestamp: int,
+    price: Decimal,
+    quantity: Decimal,
+    side: str,
+    ingest_us: int,
+    vendor: dict[str, str],
+) -> TradeV3:
+    """The trade v3 record of one parsed exchange trade (the message id derives from it)."""
+    return {
+        "message_id": message_id(exchange, native, trade_id),
+        "trade_id": trade_id,
+        "symbol": info.canonical,
+        "exchange": exchange,
+        "timestamp": timestamp,
+        "price": price,
+        "quantity": quantity,
+        "base_asset": info.base,
+        "quote_currency": info.quote,
+        "side": side,
+        "ingestion_timestamp": ingest_us,
+        "vendor_data": vendor,
+    }
 
 
 def now_micros() -> int:

@@ -16,12 +16,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
-from k2.contracts.trade import DecimalOutOfRange, TradeV3, message_id
+from k2.contracts.trade import TradeV3
 from k2_ingestors.exchanges.base import (
     Event,
     ExchangeAdapter,
     ParseError,
-    decimal_field,
+    add_unmapped,
+    trade_amounts,
+    trade_record,
     vendor_str,
 )
 
@@ -128,11 +130,7 @@ class BinanceAdapter(ExchangeAdapter):
         if price_text.__class__ is not str or qty_text.__class__ is not str:
             raise ParseError(f"price/quantity must be strings, got p={price_text!r} q={qty_text!r}")
         info = self.symbol_info(native)
-        try:
-            price = decimal_field(price_text, "price")
-            qty = decimal_field(qty_text, "quantity")
-        except DecimalOutOfRange as exc:
-            raise ParseError(f"{native} {id_key}={tid}: {exc}") from None
+        price, qty = trade_amounts(price_text, qty_text, native, id_key, tid)
         if (
             id_key == "t"
             and len(d) == 9
@@ -154,21 +152,8 @@ class BinanceAdapter(ExchangeAdapter):
             vendor = {"native_symbol": native}
             if stream is not None:
                 vendor["stream"] = stream
-            for k, v in d.items():
-                if k not in mapped:
-                    vendor[k] = v if v.__class__ is str else vendor_str(v)
-        trade_id = str(tid)
-        return {
-            "message_id": message_id(EXCHANGE, native, trade_id),
-            "trade_id": trade_id,
-            "symbol": info.canonical,
-            "exchange": EXCHANGE,
-            "timestamp": ts_ms * 1000,
-            "price": price,
-            "quantity": qty,
-            "base_asset": info.base,
-            "quote_currency": info.quote,
-            "side": "SELL" if maker else "BUY",
-            "ingestion_timestamp": ingest_us,
-            "vendor_data": vendor,
-        }
+            add_unmapped(vendor, d, mapped)
+        side = "SELL" if maker else "BUY"
+        return trade_record(
+            EXCHANGE, native, info, str(tid), ts_ms * 1000, price, qty, side, ingest_us, vendor
+        )

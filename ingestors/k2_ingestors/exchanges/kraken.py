@@ -22,15 +22,17 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from k2.contracts.trade import DecimalOutOfRange, TradeV3, message_id
+from k2.contracts.trade import TradeV3
 from k2_ingestors.exchanges.base import (
     Event,
     ExchangeAdapter,
     ParseError,
     SymbolInfo,
-    decimal_field,
+    add_unmapped,
     micros_from_rfc3339,
     micros_from_seconds_text,
+    trade_amounts,
+    trade_record,
     vendor_str,
 )
 
@@ -208,11 +210,7 @@ class KrakenAdapter(ExchangeAdapter):
                 f"trade has a field of the wrong type (symbol={native!r}, trade_id={tid!r}, timestamp={ts_text!r})"
             )
         info = self.symbol_info(native)
-        try:
-            price = decimal_field(price_v, "price")
-            qty = decimal_field(qty_v, "quantity")
-        except DecimalOutOfRange as exc:
-            raise ParseError(f"{native} trade_id={tid}: {exc}") from None
+        price, qty = trade_amounts(price_v, qty_v, native, "trade_id", tid)
         try:
             ts = micros_from_rfc3339(ts_text)
         except ValueError as exc:
@@ -220,24 +218,10 @@ class KrakenAdapter(ExchangeAdapter):
         vendor = {"native_symbol": native}
         if frame_type is not None:
             vendor["type"] = vendor_str(frame_type)
-        for k, v in t.items():
-            if k not in _MAPPED_V2:
-                vendor[k] = v if v.__class__ is str else vendor_str(v)
-        trade_id = str(tid)
-        return {
-            "message_id": message_id(EXCHANGE, native, trade_id),
-            "trade_id": trade_id,
-            "symbol": info.canonical,
-            "exchange": EXCHANGE,
-            "timestamp": ts,
-            "price": price,
-            "quantity": qty,
-            "base_asset": info.base,
-            "quote_currency": info.quote,
-            "side": side,
-            "ingestion_timestamp": ingest_us,
-            "vendor_data": vendor,
-        }
+        add_unmapped(vendor, t, _MAPPED_V2)
+        return trade_record(
+            EXCHANGE, native, info, str(tid), ts, price, qty, side, ingest_us, vendor
+        )
 
     def _parse_v1_array(self, msg: list[Any], ingest_us: int) -> list[TradeV3]:
         if (
@@ -274,11 +258,10 @@ class KrakenAdapter(ExchangeAdapter):
         side = _SIDES.get(side_t)
         if side is None:
             raise ParseError(f"unknown side {side_t!r}")
+        price, qty = trade_amounts(price_t, vol_t, native)
         try:
-            price = decimal_field(price_t, "price")
-            qty = decimal_field(vol_t, "quantity")
             ts = micros_from_seconds_text(time_t)
-        except (DecimalOutOfRange, ValueError) as exc:
+        except ValueError as exc:
             raise ParseError(f"{native}: {exc}") from None
         # v1 carries no trade id (newer servers append one): derive one from the trade itself.
         trade_id = (
@@ -294,20 +277,9 @@ class KrakenAdapter(ExchangeAdapter):
             "time": time_t,
             "api": "v1",
         }
-        return {
-            "message_id": message_id(EXCHANGE, native, trade_id),
-            "trade_id": trade_id,
-            "symbol": info.canonical,
-            "exchange": EXCHANGE,
-            "timestamp": ts,
-            "price": price,
-            "quantity": qty,
-            "base_asset": info.base,
-            "quote_currency": info.quote,
-            "side": side,
-            "ingestion_timestamp": ingest_us,
-            "vendor_data": vendor,
-        }
+        return trade_record(
+            EXCHANGE, native, info, trade_id, ts, price, qty, side, ingest_us, vendor
+        )
 
     def sequence_of(self, trade: TradeV3) -> int | None:
         tid = trade["trade_id"]
