@@ -54,3 +54,19 @@ def test_latency_selection_skips_counts_and_converts_ms() -> None:
     assert not report.is_latency("queries.latest.cpu_ms_p99")
     assert report.seconds("queries.latest.p99_ms", 250.0) == 0.25
     assert report.seconds("layers.gold.latency_s.p99", 20.0) == 20.0
+
+
+def test_targets_are_listed_with_their_verdicts_and_a_failed_run_is_not_met() -> None:
+    results = {
+        "query": {"meets_target": True, "meets_target_with_wide": False, "failed_batches": 0},
+        "recovery": {"error": "RuntimeError: no two commits in 300s"},
+    }
+    assert list(report.targets(results)) == [
+        ("query", "meets_target", True),
+        ("query", "meets_target_with_wide", False),
+        ("recovery", "ran (RuntimeError: no two commits in 300s)", False),
+    ]
+    md = report.markdown(results)
+    assert "| query | meets_target | yes |" in md
+    assert "| query | meets_target_with_wide | **no** |" in md
+    assert "| query | failed_batches | 0.00 |" in md

@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     names = BENCHMARKS if args.name == "all" else (args.name,)
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
+    failed: list[str] = []
     for name in names:
         try:
             module = importlib.import_module(f"k2.bench.{name}")
@@ -67,7 +68,15 @@ def run(args: argparse.Namespace) -> int:
             continue
         print(f"k2 bench: running {name}…", file=sys.stderr)
         started = time.time()
-        result = module.run(args)
+        try:
+            result = module.run(args)
+        except Exception as exc:  # noqa: BLE001 - one failed benchmark must not lose the others
+            import traceback
+
+            traceback.print_exc()
+            print(f"k2 bench: {name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            result = {"error": f"{type(exc).__name__}: {exc}"}
+            failed.append(name)
         result = {
             "benchmark": name,
             "command": "k2 bench " + " ".join(sys.argv[2:]),
@@ -95,4 +104,4 @@ def run(args: argparse.Namespace) -> int:
                 default=str,
             )
         )
-    return 0
+    return 1 if failed else 0

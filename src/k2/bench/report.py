@@ -49,6 +49,17 @@ def seconds(key: str, value: float) -> float:
     return value / 1000 if "_ms" in key else value
 
 
+def targets(results: Mapping[str, Mapping[str, Any]]) -> Iterator[tuple[str, str, bool]]:
+    """(benchmark, meets_* key, verdict) for every target check a benchmark made (pure);
+    a benchmark that failed to run is a target not met."""
+    for name, result in results.items():
+        if "error" in result:
+            yield name, f"ran ({result['error']})", False
+        for key, value in result.items():
+            if key.startswith("meets_") and isinstance(value, bool):
+                yield name, key, value
+
+
 def markdown(results: Mapping[str, Mapping[str, Any]]) -> str:
     lines = ["| benchmark | figure | value |", "|---|---|---|"]
     for name, result in results.items():
@@ -61,6 +72,10 @@ def markdown(results: Mapping[str, Mapping[str, Any]]) -> str:
                 or "failed" in key
             ):
                 lines.append(f"| {name} | {key} | {value:,.2f} |")
+    verdicts = list(targets(results))
+    if verdicts:
+        lines += ["", "| benchmark | target | met |", "|---|---|---|"]
+        lines += [f"| {name} | {key} | {'yes' if met else '**no**'} |" for name, key, met in verdicts]
     machine = next((r.get("machine") for r in results.values() if r.get("machine")), None)
     if machine:
         lines.append("")
