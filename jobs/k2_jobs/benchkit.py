@@ -117,6 +117,9 @@ def bench_workspace(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+MEMORY_LIMIT_MB = 4096
+
+
 class MemorySampler:
     """Peak RSS of this process + its descendants, sampled every `interval` seconds."""
 
@@ -155,11 +158,16 @@ class MemorySampler:
         self._thread.join()
         self._sample()
 
-    def result(self) -> dict[str, float]:
+    def result(self) -> dict[str, float | bool]:
         return {
             "peak_driver_rss_mb": round(self.peak_total / 2**20, 1),
             "peak_driver_jvm_rss_mb": round(self.peak_jvm / 2**20, 1),
+            "limit_mb": MEMORY_LIMIT_MB,
         }
+
+    def within_limit(self) -> bool:
+        """The bar: < 4 GB per Spark process (here: the driver JVM and its Python side)."""
+        return self.peak_total / 2**20 < MEMORY_LIMIT_MB
 
 
 class BatchAudit:

@@ -211,6 +211,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "failed_batches": batch_audit["failed"],
             "batch_audit": batch_audit,
             "target_rows_per_s": TARGET_ROWS_PER_S,
+            "meets_memory_target": mem.within_limit(),
             "meets_target": sustained >= TARGET_ROWS_PER_S
             and written == records
             and batch_audit["failed"] == 0,

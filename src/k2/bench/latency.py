@@ -220,6 +220,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "failed_batches": max(batch_audit["failed"], len(failures)),
             "batch_audit": batch_audit,
             "targets_p99_s": TARGETS_P99_S,
+            "meets_memory_target": mem.within_limit(),
             "meets_targets": done
             and max(batch_audit["failed"], len(failures)) == 0
             and all(p99[k] is not None and p99[k] < TARGETS_P99_S[k] for k in TARGETS_P99_S),
