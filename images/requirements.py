@@ -22,10 +22,11 @@ PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
 # Distributions (names as in pyproject.toml) an image leaves out, and why.
 EXCLUDE: dict[str, dict[str, str]] = {
-    # `k2 operator` and `k2 ingest`: no Spark, no local analytics, no benchmarks.
+    # `k2 operator`, `k2 ingest` and `k2 tables compact` (the operator's gold compaction
+    # CronJobs: pyiceberg reads and writes gold's files with pyarrow): no Spark, no local
+    # analytics, no benchmarks.
     "k2": {
         "pyspark": "Spark runs in the k2-spark image",
-        "pyarrow": "only for local reads of Iceberg tables (k2 query, tests)",
         "duckdb": "only for k2 query",
         "matplotlib": "only for k2 bench plots",
         "psutil": "only for k2 bench",
@@ -47,7 +48,7 @@ EXCLUDE: dict[str, dict[str, str]] = {
 }
 # Extras dropped from a kept requirement (their packages are left out as well).
 STRIP_EXTRAS: dict[str, set[str]] = {
-    "k2": {"pyiceberg"},  # [pyarrow,sql-sqlite]: the operator talks to a REST catalog
+    "k2": {"pyiceberg"},  # [pyarrow,sql-sqlite]: a REST catalog; pyarrow is a pin of its own
     "spark": set(),
 }
 # Subpackages of kept distributions deleted from an image (never imported by K2; the import test

@@ -27,6 +27,7 @@ PLURALS: dict[tuple[str, str], str] = {
     ("v1", "ConfigMap"): "configmaps",
     ("v1", "Event"): "events",
     ("apps/v1", "Deployment"): "deployments",
+    ("batch/v1", "CronJob"): "cronjobs",
     (GROUP_VERSION, "ExchangeFeed"): "exchangefeeds",
     (GROUP_VERSION, "MedallionPipeline"): "medallionpipelines",
     (GROUP_VERSION, "IcebergTable"): "icebergtables",

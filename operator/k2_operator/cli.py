@@ -44,6 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--ingestor-image", help="default ingestor image of ExchangeFeeds")
     parser.add_argument(
+        "--compaction-image",
+        help="image of the gold compaction CronJobs (`k2 tables compact`; needs pyarrow); "
+        "default: the ingestor image",
+    )
+    parser.add_argument(
         "--jobs-dir", help="where the Spark image keeps the k2_jobs main files (local:///...)"
     )
     parser.add_argument(
@@ -105,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         "K2_OPERATOR_KAFKA_ADMIN": args.kafka_admin,
         "K2_OPERATOR_KAFKA_ADMIN_BOOTSTRAP": args.kafka_admin_bootstrap,
         "K2_OPERATOR_INGESTOR_IMAGE": args.ingestor_image,
+        "K2_OPERATOR_COMPACTION_IMAGE": args.compaction_image,
         "K2_OPERATOR_JOBS_DIR": args.jobs_dir,
         "K2_OPERATOR_S3_CREDENTIALS_SECRET": args.s3_credentials_secret,
         "K2_OPERATOR_S3_ACCESS_KEY_ID_KEY": args.s3_access_key_id_key,

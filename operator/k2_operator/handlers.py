@@ -3,14 +3,16 @@
     ExchangeFeed       create/update/resume + timer -> reconcile_feed, then the pipelines listing it
     MedallionPipeline  create/update/resume + timer -> reconcile_pipeline (and its feeds' Kafka settings)
     IcebergTable       create/update/resume + timer -> reconcile_table; delete -> finalize_table
-    children           Deployments, Services, ConfigMaps, SparkApplications, IcebergTables labelled
-                       managed-by=k2-operator: any change or deletion reconciles the owner (drift repair)
+    children           Deployments, Services, ConfigMaps, CronJobs, SparkApplications, IcebergTables
+                       labelled managed-by=k2-operator: any change or deletion reconciles the owner
+                       (drift repair)
 
 Run with `k2 operator` or `kopf run -m k2_operator.handlers` (e.g. kopf.testing.KopfRunner).
 Configuration comes from K2_OPERATOR_* environment variables (`k2 operator` sets them
 from its flags): K2_OPERATOR_RESYNC_SECONDS (timer interval, default 60),
 K2_OPERATOR_KAFKA_ADMIN (auto|off), K2_OPERATOR_KAFKA_ADMIN_BOOTSTRAP (how the
-operator reaches Kafka, if not as the ingestors do), K2_OPERATOR_INGESTOR_IMAGE, ...
+operator reaches Kafka, if not as the ingestors do), K2_OPERATOR_INGESTOR_IMAGE,
+K2_OPERATOR_COMPACTION_IMAGE (default: the ingestor image), ...
 """
 
 from __future__ import annotations
@@ -330,6 +332,11 @@ def service_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
 
 @kopf.on.event("v1", "configmaps", labels=MANAGED)
 def configmap_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    _child_event(event, body)
+
+
+@kopf.on.event("batch", "v1", "cronjobs", labels=MANAGED)
+def cronjob_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
     _child_event(event, body)
 
 

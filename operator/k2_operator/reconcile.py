@@ -571,7 +571,8 @@ def _reconcile_application(
 
 
 def reconcile_pipeline(ctx: Context, body: Mapping[str, Any]) -> None:
-    """MedallionPipeline -> IcebergTables + SparkApplications; status rolled up from them."""
+    """MedallionPipeline -> IcebergTables + SparkApplications + the gold compaction CronJob;
+    status rolled up from the tables and applications."""
     live = _to_reconcile(ctx, body)
     if live is None:
         return
@@ -645,6 +646,23 @@ def reconcile_pipeline(ctx: Context, body: Mapping[str, Any]) -> None:
             if name not in wanted_apps:
                 ctx.kube.delete(Ref.of(a), uid=a["metadata"].get("uid"))
                 ctx.event(body, "Normal", "Pruned", f"deleted SparkApplication {name}")
+        # The gold compaction CronJob: applied while spec.compaction.enabled, else pruned.
+        if children.compaction is not None:
+            _apply_child(ctx, body, children.compaction)
+        wanted_cron = {children.compaction["metadata"]["name"]} if children.compaction else set()
+        for cj in ctx.kube.list(
+            Ref.kind_of("CronJob", ns, ""),
+            label_selector=f"{LABEL_PIPELINE}={meta['name']}",
+        ):
+            if _owned_by(cj, body) and cj["metadata"]["name"] not in wanted_cron:
+                # Background propagation: its Jobs and their pods follow by ownerReferences.
+                ctx.kube.delete(Ref.of(cj), uid=cj["metadata"].get("uid"))
+                ctx.event(
+                    body,
+                    "Normal",
+                    "Pruned",
+                    f"deleted CronJob {cj['metadata']['name']} (compaction disabled)",
+                )
     except ApiException as exc:
         message = f"applying children failed: {api_message(exc)}"
         raise retry_later(ctx, body, "ApplyFailed", message) from exc
@@ -726,6 +744,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     defaults = Settings()
     return Settings(
         ingestor_image=env.get("K2_OPERATOR_INGESTOR_IMAGE") or defaults.ingestor_image,
+        compaction_image=env.get("K2_OPERATOR_COMPACTION_IMAGE") or defaults.compaction_image,
         kafka_bootstrap=env.get("K2_OPERATOR_KAFKA_BOOTSTRAP_DEFAULT") or defaults.kafka_bootstrap,
         schema_registry_url=env.get("K2_OPERATOR_SCHEMA_REGISTRY_DEFAULT")
         or defaults.schema_registry_url,

@@ -53,6 +53,7 @@ SPARK_VERSION = "v1beta2"
 SPARK_API_VERSION = f"{SPARK_GROUP}/{SPARK_VERSION}"
 
 INGESTOR_CONTAINER = "ingestor"
+COMPACTION_CONTAINER = "compact"
 METRICS_PORT_NAME = "http-metrics"
 NON_ROOT_UID = 10001
 
@@ -66,6 +67,9 @@ class Settings:
     """Operator-wide defaults (from `k2 operator` flags or K2_OPERATOR_* variables)."""
 
     ingestor_image: str = "k2/ingestor:0.1.0"
+    # Image of the gold compaction CronJobs (`k2 tables compact`): any image with the `k2`
+    # command and pyiceberg + pyarrow; empty: ingestor_image (the k2 image, images/k2).
+    compaction_image: str = ""
     kafka_bootstrap: str = "kafka:9092"
     schema_registry_url: str = "http://schema-registry:8081"
     # Where the Spark image keeps the job main files (the k2_jobs package).
@@ -75,6 +79,11 @@ class Settings:
     s3_credentials_secret: str = ""
     s3_access_key_id_key: str = "AWS_ACCESS_KEY_ID"
     s3_secret_access_key_key: str = "AWS_SECRET_ACCESS_KEY"  # noqa: S105 - a key name
+
+    @property
+    def k2_image(self) -> str:
+        """The image that runs `k2` commands for a pipeline (gold compaction)."""
+        return self.compaction_image or self.ingestor_image
 
 
 @dataclass(frozen=True)
@@ -110,9 +119,11 @@ class PipelineChildren:
     declaration: dict[str, Any]  # ConfigMap the jobs read
     tables: list[dict[str, Any]]
     applications: dict[str, dict[str, Any]]  # layer -> SparkApplication
+    compaction: dict[str, Any] | None = None  # CronJob compacting gold; None when disabled
 
     def objects(self) -> list[dict[str, Any]]:
-        return [self.declaration, *self.tables, *self.applications.values()]
+        extra = [self.compaction] if self.compaction is not None else []
+        return [self.declaration, *self.tables, *self.applications.values(), *extra]
 
 
 # ------------------------------------------------------------------ helpers
@@ -597,6 +608,123 @@ def render_application(
     }
 
 
+def compaction_name(pipeline_name: str) -> str:
+    return f"{pipeline_name}-compact-gold"
+
+
+def compaction_args(pipeline: Pipeline) -> list[str]:
+    """`k2 tables compact ...` arguments: one round over the declaration's gold table."""
+    return [
+        "tables",
+        "compact",
+        "-f",
+        f"{DECLARATION_DIR}/{DECLARATION_FILE}",
+        "--grace",
+        f"{pipeline.compaction.grace_minutes:g}",
+    ]
+
+
+# A run that could not start within this long after its time is skipped (the next one
+# comes soon); it also bounds how far back the CronJob controller looks for missed runs.
+COMPACTION_STARTING_DEADLINE_S = 300
+# A stuck run must not block the next ones forever (concurrencyPolicy Forbid); every hour is
+# its own commit, so a run that is stopped keeps the hours it finished.
+COMPACTION_ACTIVE_DEADLINE_S = 3600
+
+
+def render_compaction(
+    pipeline: Pipeline,
+    owner: Mapping[str, Any],
+    settings: Settings = Settings(),
+) -> dict[str, Any] | None:
+    """A batch/v1 CronJob running `k2 tables compact` on the declaration's schedule (gold's
+    closed hours -> one file per exchange and symbol); None when spec.compaction.enabled is
+    false. It reads the same declaration ConfigMap as the Spark jobs."""
+    c = pipeline.compaction
+    if not c.enabled:
+        return None
+    labels = {
+        LABEL_NAME: "k2-compaction",
+        LABEL_INSTANCE: pipeline.name,
+        LABEL_COMPONENT: "compaction",
+        LABEL_PIPELINE: pipeline.name,
+        LABEL_LAYER: "gold",
+    }
+    pod_labels = {LABEL_PART_OF: "k2", **labels}
+    container: dict[str, Any] = {
+        "name": COMPACTION_CONTAINER,
+        "image": settings.k2_image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["k2"],
+        "args": compaction_args(pipeline),
+        "env": [
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+            # `k2 tables` looks for a local stack under K2_DATA (none here) and creates that
+            # directory: keep it on the writable /tmp.
+            {"name": "K2_DATA", "value": "/tmp/k2"},
+            *s3_credentials_env(settings),
+        ],
+        # An hour of gold is read into memory, split, and written back.
+        "resources": {
+            "requests": {"cpu": "250m", "memory": "512Mi"},
+            "limits": {"memory": "2Gi"},
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "declaration", "mountPath": DECLARATION_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": _meta(compaction_name(pipeline.name), owner, labels),
+        "spec": {
+            "schedule": c.schedule,
+            "concurrencyPolicy": "Forbid",
+            "startingDeadlineSeconds": COMPACTION_STARTING_DEADLINE_S,
+            "successfulJobsHistoryLimit": 1,
+            "failedJobsHistoryLimit": 3,
+            "jobTemplate": {
+                "metadata": {"labels": dict(pod_labels)},
+                "spec": {
+                    "backoffLimit": 2,
+                    "activeDeadlineSeconds": COMPACTION_ACTIVE_DEADLINE_S,
+                    "template": {
+                        "metadata": {"labels": dict(pod_labels)},
+                        "spec": {
+                            "restartPolicy": "Never",
+                            "automountServiceAccountToken": False,
+                            "enableServiceLinks": False,
+                            "terminationGracePeriodSeconds": 30,
+                            "securityContext": {
+                                "runAsNonRoot": True,
+                                "runAsUser": NON_ROOT_UID,
+                                "runAsGroup": NON_ROOT_UID,
+                                "fsGroup": NON_ROOT_UID,
+                                "seccompProfile": {"type": "RuntimeDefault"},
+                            },
+                            "containers": [container],
+                            "volumes": [
+                                {
+                                    "name": "declaration",
+                                    "configMap": {"name": declaration_name(pipeline.name)},
+                                },
+                                {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+                            ],
+                        },
+                    },
+                },
+            },
+        },
+    }
+
+
 def parse(body: Mapping[str, Any], feed_bodies: Iterable[Mapping[str, Any]]) -> Pipeline:
     """The pipeline declaration with its feeds resolved (k2.pipeline's rules and defaults).
 
@@ -616,8 +744,8 @@ def render_pipeline(
     epochs: Mapping[str, int] | None = None,
     settings: Settings = Settings(),
 ) -> PipelineChildren:
-    """MedallionPipeline -> the declaration ConfigMap, child IcebergTables and the three
-    SparkApplications."""
+    """MedallionPipeline -> the declaration ConfigMap, child IcebergTables, the three
+    SparkApplications and the gold compaction CronJob (unless compaction is disabled)."""
     feed_bodies = list(feed_bodies)
     pipeline = parse(body, feed_bodies)
     spec = body.get("spec") or {}
@@ -637,5 +765,9 @@ def render_pipeline(
     }
     declaration = render_declaration(pipeline, body, feed_bodies)
     return PipelineChildren(
-        pipeline=pipeline, declaration=declaration, tables=tables, applications=apps
+        pipeline=pipeline,
+        declaration=declaration,
+        tables=tables,
+        applications=apps,
+        compaction=render_compaction(pipeline, body, settings),
     )

@@ -27,6 +27,9 @@ TRIGGER_RE = re.compile(r"^\d+ (milliseconds?|seconds?|minutes?)$")
 MEMORY_RE = re.compile(r"^\d+[kmgKMG]$")
 NAMESPACE_RE = re.compile(r"^[a-z_][a-z0-9_]*$")  # Iceberg namespace (same rule as the CRDs)
 ENDPOINT_RE = re.compile(r"^wss?://\S+$")
+# A standard five-field cron schedule (minute hour day-of-month month day-of-week), as a
+# Kubernetes CronJob takes it; the fields themselves are the API server's to check.
+SCHEDULE_RE = re.compile(r"^\s*\S+(\s+\S+){4}\s*$")
 LAYERS = ("bronze", "silver", "gold")
 
 
@@ -67,6 +70,17 @@ class SparkSettings:
 
 
 @dataclass(frozen=True)
+class CompactionSettings:
+    """How gold's closed hours are compacted (k2.gold_compaction, `k2 tables compact`): a
+    CronJob on `schedule` on Kubernetes, a loop every `interval_seconds` under `k2 up`."""
+
+    enabled: bool = True
+    schedule: str = "*/10 * * * *"  # cron, for the Kubernetes CronJob
+    grace_minutes: float = 15.0  # hours that ended less than this long ago are left alone
+    interval_seconds: float = 300.0  # `k2 up`'s long-running loop (--every)
+
+
+@dataclass(frozen=True)
 class Pipeline:
     name: str
     namespace: str  # Iceberg namespace
@@ -82,6 +96,7 @@ class Pipeline:
     starting_offsets: str = "earliest"
     reset_checkpoints: bool = False
     k8s_namespace: str = "default"
+    compaction: CompactionSettings = field(default_factory=CompactionSettings)
 
     def feed(self, exchange: str) -> ExchangeFeed:
         for f in self.feeds:
@@ -165,6 +180,40 @@ def _resources(d: dict[str, Any], where: str, cores: int, memory: str) -> Resour
     return Resources(c, m)
 
 
+def _number(d: dict[str, Any], key: str, where: str, default: float) -> float:
+    """An int or float field (YAML gives either; a bool is neither)."""
+    value = _get(d, key, where, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DeclarationError(
+            f"{where}.{key}: expected a number, got {type(value).__name__} {value!r}"
+        )
+    return float(value)
+
+
+def parse_compaction(spec: dict[str, Any], where: str) -> CompactionSettings:
+    """spec.compaction of a MedallionPipeline (every field optional)."""
+    c = _get(spec, "compaction", where, {}, dict)
+    where = f"{where}.compaction"
+    defaults = CompactionSettings()
+    schedule = str(_get(c, "schedule", where, defaults.schedule, str))
+    if not SCHEDULE_RE.match(schedule):
+        raise DeclarationError(
+            f"{where}.schedule: {schedule!r} is not a five-field cron schedule like '*/10 * * * *'"
+        )
+    grace = _number(c, "graceMinutes", where, defaults.grace_minutes)
+    if grace < 0:
+        raise DeclarationError(f"{where}.graceMinutes: must be >= 0")
+    interval = _number(c, "intervalSeconds", where, defaults.interval_seconds)
+    if interval <= 0:
+        raise DeclarationError(f"{where}.intervalSeconds: must be > 0")
+    return CompactionSettings(
+        enabled=_get(c, "enabled", where, defaults.enabled, bool),
+        schedule=" ".join(schedule.split()),
+        grace_minutes=grace,
+        interval_seconds=interval,
+    )
+
+
 def parse_pipeline(doc: dict[str, Any], feeds: dict[str, ExchangeFeed]) -> Pipeline:
     name = doc.get("metadata", {}).get("name") or ""
     where = f"MedallionPipeline/{name or '?'}.spec"
@@ -243,6 +292,7 @@ def parse_pipeline(doc: dict[str, Any], feeds: dict[str, ExchangeFeed]) -> Pipel
         starting_offsets=starting_offsets,
         reset_checkpoints=_get(spec, "resetCheckpoints", where, False, bool),
         k8s_namespace=doc.get("metadata", {}).get("namespace") or "default",
+        compaction=parse_compaction(spec, where),
     )
 
 

@@ -138,13 +138,32 @@ def resolve_catalog(args: argparse.Namespace, pipeline: Pipeline | None) -> tupl
     )
 
 
+def declared_io_properties(pipeline: Pipeline) -> dict[str, str]:
+    """The object-store settings the declaration gives its jobs' Iceberg catalog through
+    spec.spark.conf (`spark.sql.catalog.k2.s3.endpoint`, `...client.region`, what the chart
+    sets for its MinIO), as pyiceberg catalog properties: a pyiceberg client of the same
+    catalog that reads and writes the tables' files (compaction) needs the same endpoint."""
+    from k2.catalog import DEFAULT_NAME  # the jobs' Spark catalog has the same name
+
+    prefix = f"spark.sql.catalog.{DEFAULT_NAME}."
+    return {
+        key[len(prefix) :]: value
+        for key, value in sorted(pipeline.spark.conf.items())
+        if key.startswith(prefix) and key[len(prefix) :].startswith(("s3.", "client."))
+    }
+
+
 def open_catalog(args: argparse.Namespace, pipeline: Pipeline | None) -> Catalog:
     from k2.catalog import load_catalog
 
     uri, warehouse, source = resolve_catalog(args, pipeline)
     print(f"catalog {uri} ({source})", file=sys.stderr)
+    # the declaration's own catalog: its object-store settings too
+    properties = {}
+    if pipeline is not None and uri == pipeline.catalog_uri:
+        properties = declared_io_properties(pipeline)
     try:
-        return load_catalog(uri, warehouse)
+        return load_catalog(uri, warehouse, **properties)
     except Exception as exc:  # connection refused, bad config: one clear line
         raise UsageError(f"cannot open the catalog at {uri}: {type(exc).__name__}: {exc}") from exc
 

@@ -158,7 +158,23 @@ def ingest_args(
     return argv
 
 
-COMPACT_EVERY_S = 300
+def compact_args(p: declaration.Pipeline, resolved: Path) -> list[str]:
+    """`k2 tables compact` in a loop, every compaction.intervalSeconds (k2 up's compaction)."""
+    c = p.compaction
+    return [
+        "tables",
+        "compact",
+        "-f",
+        str(resolved),
+        "--catalog-uri",
+        p.catalog_uri,
+        "--warehouse",
+        p.warehouse,
+        "--every",
+        f"{c.interval_seconds:g}",
+        "--grace",
+        f"{c.grace_minutes:g}",
+    ]
 
 
 class LocalRun:
@@ -240,12 +256,10 @@ class LocalRun:
         for layer in declaration.LAYERS:
             self.say(f"starting the {layer} Spark job…")
             self.spawn(f"job-{layer}", ["job", layer, "-f", str(resolved)])
-        # closed gold hours -> one file per exchange and symbol (k2.gold_compaction)
-        self.spawn(
-            "compact-gold",
-            ["tables", "compact", "-f", str(resolved), "--catalog-uri", p.catalog_uri,
-             "--warehouse", p.warehouse, "--every", str(COMPACT_EVERY_S)],
-        )  # fmt: skip
+        # closed gold hours -> one file per exchange and symbol (k2.gold_compaction),
+        # as the declaration's spec.compaction says
+        if p.compaction.enabled:
+            self.spawn("compact-gold", compact_args(p, resolved))
         return p, catalog
 
     def stop(self, drain: bool = False) -> None:

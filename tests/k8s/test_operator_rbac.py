@@ -175,6 +175,8 @@ def test_the_operator_may_not(
         ("patch", "apps", "deployments"),
         ("create", "sparkoperator.k8s.io", "sparkapplications"),
         ("delete", "sparkoperator.k8s.io", "sparkapplications"),
+        ("watch", "batch", "cronjobs"),
+        ("delete", "batch", "cronjobs"),
         ("patch", "k2.io", "icebergtables/status"),
         ("create", "", "events"),
     ],
@@ -192,10 +194,11 @@ def test_operator_runs_a_pipeline_lifecycle_as_its_service_account(
     catalog: dict[str, Any],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    co, apps, core = (
+    co, apps, core, batch = (
         k8s.CustomObjectsApi(kube_client),
         k8s.AppsV1Api(kube_client),
         k8s.CoreV1Api(kube_client),
+        k8s.BatchV1Api(kube_client),
     )
     iceberg_ns = f"rbac_{uuid.uuid4().hex[:8]}"
     plurals = {"ExchangeFeed": "exchangefeeds", "MedallionPipeline": "medallionpipelines"}
@@ -217,6 +220,13 @@ def test_operator_runs_a_pipeline_lifecycle_as_its_service_account(
             "k2.io", "v1alpha1", ns, "exchangefeeds", "binance"
         )
         return result
+
+    def cron_jobs() -> dict[str, Any]:
+        return {c.metadata.name: c for c in batch.list_namespaced_cron_job(ns).items}
+
+    def compaction_schedule() -> str | None:
+        cron = cron_jobs().get("crypto-compact-gold")
+        return cron.spec.schedule if cron is not None else None
 
     def table_names() -> set[str]:
         items = co.list_namespaced_custom_object("k2.io", "v1alpha1", ns, "icebergtables")["items"]
@@ -260,6 +270,53 @@ def test_operator_runs_a_pipeline_lifecycle_as_its_service_account(
             describe=lambda: feed().get("status"),
         )
         assert any(e.reason == "Created" for e in core.list_namespaced_event(ns).items)
+
+        # gold compaction: a CronJob on the declared schedule, reading the declaration ConfigMap
+        eventually(
+            lambda: compaction_schedule() == "*/10 * * * *",
+            what="the compaction CronJob on the sample's schedule",
+            describe=lambda: sorted(cron_jobs()),
+        )
+        cron = cron_jobs()["crypto-compact-gold"]
+        assert cron.spec.concurrency_policy == "Forbid"
+        assert [r.kind for r in cron.metadata.owner_references] == ["MedallionPipeline"]
+        (container,) = cron.spec.job_template.spec.template.spec.containers
+        assert container.args == ["tables", "compact", "-f", "/etc/k2/pipeline.yaml",
+                                  "--grace", "15"]  # fmt: skip
+        co.patch_namespaced_custom_object(
+            "k2.io",
+            "v1alpha1",
+            ns,
+            "medallionpipelines",
+            "crypto",
+            {"spec": {"compaction": {"schedule": "7 * * * *"}}},
+        )
+        eventually(
+            lambda: compaction_schedule() == "7 * * * *",
+            what="the CronJob's schedule follows spec.compaction.schedule",
+            describe=compaction_schedule,
+        )
+        uid = cron_jobs()["crypto-compact-gold"].metadata.uid
+        batch.delete_namespaced_cron_job("crypto-compact-gold", ns)  # drift repair
+        eventually(
+            lambda: (c := cron_jobs().get("crypto-compact-gold")) is not None
+            and c.metadata.uid != uid
+            and c.spec.schedule == "7 * * * *",
+            what="the CronJob recreated",
+        )
+        co.patch_namespaced_custom_object(
+            "k2.io",
+            "v1alpha1",
+            ns,
+            "medallionpipelines",
+            "crypto",
+            {"spec": {"compaction": {"enabled": False}}},
+        )
+        eventually(
+            lambda: not cron_jobs(),
+            what="the CronJob pruned when compaction is disabled",
+            describe=lambda: sorted(cron_jobs()),
+        )
 
         # restart (delete + create) and drift repair use the same permissions
         before = spark_apps()["crypto-gold"]["metadata"]["uid"]

@@ -199,6 +199,13 @@ def test_crd_defaults_are_the_declaration_model_defaults() -> None:
     assert spec["spark"]["executor"] == {"instances": 2, "cores": 2, "memory": "3g"}
     assert spec["tables"] == {"deletionPolicy": "Retain"}
     assert spec["resetCheckpoints"] is False
+    assert spec["compaction"] == {
+        "enabled": True,
+        "schedule": "*/10 * * * *",
+        "graceMinutes": 15,
+        "intervalSeconds": 300,
+    }
+    assert plain.compaction == pipeline.CompactionSettings()
 
 
 # ------------------------------------------------------------------ rules shared with k2.pipeline
@@ -229,6 +236,9 @@ def _cel_regexes(kind: str, path: str) -> list[str]:
          ["3g", "512m", "1024k", "3G", "3 gigs", "3gb", "g"]),
         ("MedallionPipeline", "spec.namespace", pipeline.NAMESPACE_RE,
          ["market_data", "_x", "lab2", "Market", "market-data", "2lab", "a.b"]),
+        ("MedallionPipeline", "spec.compaction.schedule", pipeline.SCHEDULE_RE,
+         ["*/10 * * * *", "0 * * * *", " 7  1 * * 1-5 ", "@hourly", "* * * *", "* * * * * *",
+          "every 10 minutes", ""]),
     ],
 )  # fmt: skip
 def test_cel_regex_agrees_with_the_declaration_model(

@@ -24,6 +24,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+import yaml
 
 from k2.paths import REPO_ROOT, cache_dir
 
@@ -31,7 +32,18 @@ IMAGES = REPO_ROOT / "images"
 DOCKERFILES = {"k2": IMAGES / "k2" / "Dockerfile", "spark": IMAGES / "spark" / "Dockerfile"}
 # What the commands of each image import: every module of these packages.
 IMAGE_PACKAGES = {
-    "k2": ["k2_operator", "k2_ingestors", "k2.pipeline", "k2.contracts", "k2.cli"],
+    "k2": [
+        "k2_operator",
+        "k2_ingestors",
+        "k2.pipeline",
+        "k2.contracts",
+        "k2.cli",
+        # `k2 tables compact`, the operator's gold compaction CronJobs
+        "k2.tables_cli",
+        "k2.gold_compaction",
+        "k2.gold_queries",
+        "k2.catalog",
+    ],
     "spark": ["k2_jobs", "k2.pipeline", "k2.contracts"],
 }
 
@@ -406,12 +418,12 @@ def test_commands_import_nothing_the_image_leaves_out(image: str) -> None:
         left_out = [d for d in left_out if d != "pyspark"]
     blocked = blocked_modules(image, left_out) | set(REQS.pruned(image))
     expected = {
-        "k2": {"pyspark", "pyarrow", "duckdb", "matplotlib", "psutil"},
+        "k2": {"pyspark", "duckdb", "matplotlib", "psutil"},
         "spark": {"kopf", "pyiceberg"},
     }[image]
     assert expected <= blocked, f"the blocker must cover {expected - blocked}"
     packages = [p for p in IMAGE_PACKAGES[image] if importlib.util.find_spec(p.split(".")[0])]
-    commands = "operator,ingest,replay-server" if image == "k2" else ""
+    commands = "operator,ingest,replay-server,tables" if image == "k2" else ""
     proc = subprocess.run(
         [sys.executable, "-c", BLOCKER, ",".join(sorted(blocked)), ",".join(packages), commands],
         capture_output=True,
@@ -524,3 +536,26 @@ def test_ingestor_pods_run_the_k2_image_entry_point() -> None:
     assert parsed.returncode == 0, f"`k2 {shlex.join(container['args'])}`: {parsed.stderr}"
     assert pod["securityContext"]["runAsUser"] == 10001
     assert "useradd --system --uid 10001" in DOCKERFILES["k2"].read_text()
+
+
+def test_compaction_pods_run_the_k2_image_entry_point() -> None:
+    """The gold compaction CronJob the operator renders runs `k2 tables compact ...` as uid
+    10001 in the k2 image (which therefore keeps pyarrow: see IMAGE_PACKAGES)."""
+    render = pytest.importorskip("k2_operator.render")
+
+    docs = [
+        d for d in yaml.safe_load_all((REPO_ROOT / "examples" / "pipeline.yaml").read_text()) if d
+    ]
+    for d in docs:
+        d["metadata"].update(namespace="k2", uid="0000")
+    body = next(d for d in docs if d["kind"] == "MedallionPipeline")
+    feeds = [d for d in docs if d["kind"] == "ExchangeFeed"]
+    cron = render.render_pipeline(body, feeds).compaction
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == render.Settings().ingestor_image
+    assert container["command"] == ["k2"]
+    assert container["args"][:2] == ["tables", "compact"]
+    parsed = k2_parse(container["args"])
+    assert parsed.returncode == 0, f"`k2 {shlex.join(container['args'])}`: {parsed.stderr}"
+    assert pod["securityContext"]["runAsUser"] == 10001

@@ -44,6 +44,53 @@ def test_defaults_fill_a_minimal_declaration() -> None:
     assert p.fail_on_data_loss is True
     assert {k: v.trigger for k, v in p.jobs.items()} == pipeline.DEFAULT_TRIGGERS
     assert p.with_endpoints(kafka_bootstrap="127.0.0.1:1").kafka_bootstrap == "127.0.0.1:1"
+    assert p.compaction == pipeline.CompactionSettings(
+        enabled=True, schedule="*/10 * * * *", grace_minutes=15.0, interval_seconds=300.0
+    )
+
+
+# ------------------------------------------------------------------ spec.compaction
+
+
+def _compaction(**fields: Any) -> pipeline.CompactionSettings:
+    return pipeline.parse_documents(
+        _mutated("MedallionPipeline", ["spec", "compaction"], fields)
+    ).compaction
+
+
+def test_sample_declares_the_default_compaction() -> None:
+    assert pipeline.load(SAMPLE).compaction == pipeline.CompactionSettings()
+
+
+def test_compaction_fields_are_read() -> None:
+    c = _compaction(
+        enabled=False, schedule="  7  *  * * 1-5 ", graceMinutes=7.5, intervalSeconds=60
+    )
+    assert c == pipeline.CompactionSettings(
+        enabled=False, schedule="7 * * * 1-5", grace_minutes=7.5, interval_seconds=60.0
+    )
+    # each field on its own; the others keep their defaults
+    assert _compaction(graceMinutes=0) == pipeline.CompactionSettings(grace_minutes=0.0)
+    assert _compaction() == pipeline.CompactionSettings()
+    assert _compaction(schedule="0 * * * *").schedule == "0 * * * *"
+
+
+def test_k2_up_compacts_as_the_declaration_says(tmp_path: Path) -> None:
+    from k2 import tables_cli, up
+    from k2.cli import build_parser
+
+    docs = _mutated("MedallionPipeline", ["spec", "compaction"],
+                    {"graceMinutes": 2.5, "intervalSeconds": 30})  # fmt: skip
+    p = pipeline.parse_documents(docs)
+    argv = up.compact_args(p, tmp_path / "pipeline.resolved.yaml")
+    assert argv[:4] == ["tables", "compact", "-f", str(tmp_path / "pipeline.resolved.yaml")]
+    parser = build_parser("tables")  # the real `k2` command line
+    args = parser.parse_args(argv)
+    assert args.tables_command == "compact"
+    assert (args.every, args.grace) == (30.0, 2.5)
+    assert (args.catalog_uri, args.warehouse) == (p.catalog_uri, p.warehouse)
+    defaults = parser.parse_args(up.compact_args(pipeline.load(SAMPLE), tmp_path / "p.yaml"))
+    assert (defaults.every, defaults.grace) == (300.0, tables_cli.DEFAULT_GRACE_MINUTES)
 
 
 def _mutated(kind: str, path: list[str], value: Any) -> list[dict[str, Any]]:
@@ -70,8 +117,25 @@ def _mutated(kind: str, path: list[str], value: Any) -> list[dict[str, Any]]:
         ("MedallionPipeline", ["spec", "spark", "executor", "cores"], 0, "must be >= 1"),
         ("MedallionPipeline", ["spec", "onKafkaDataLoss"], "ignore", "'fail' or 'skip'"),
         ("MedallionPipeline", ["spec", "kafka"], "kafka:9092", "expected dict"),
+        ("MedallionPipeline", ["spec", "compaction"], "on", r"spec\.compaction: expected dict"),
+        ("MedallionPipeline", ["spec", "compaction", "enabled"], "yes",
+         r"spec\.compaction\.enabled: expected bool"),
+        ("MedallionPipeline", ["spec", "compaction", "schedule"], "every 10 minutes",
+         r"spec\.compaction\.schedule: 'every 10 minutes' is not a five-field cron schedule"),
+        ("MedallionPipeline", ["spec", "compaction", "schedule"], "*/10 * * *",
+         "not a five-field cron schedule"),
+        ("MedallionPipeline", ["spec", "compaction", "schedule"], "0 */10 * * * *",
+         "not a five-field cron schedule"),
+        ("MedallionPipeline", ["spec", "compaction", "graceMinutes"], -1,
+         r"spec\.compaction\.graceMinutes: must be >= 0"),
+        ("MedallionPipeline", ["spec", "compaction", "graceMinutes"], "15",
+         r"spec\.compaction\.graceMinutes: expected a number"),
+        ("MedallionPipeline", ["spec", "compaction", "intervalSeconds"], 0,
+         r"spec\.compaction\.intervalSeconds: must be > 0"),
+        ("MedallionPipeline", ["spec", "compaction", "intervalSeconds"], True,
+         "expected a number"),
     ],
-)
+)  # fmt: skip
 def test_invalid_fields_are_named(kind: str, path: list[str], value: Any, message: str) -> None:
     with pytest.raises(DeclarationError, match=message):
         pipeline.parse_documents(_mutated(kind, path, value))

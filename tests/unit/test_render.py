@@ -211,6 +211,12 @@ def test_sample_pipeline_renders_exactly_the_expected_children() -> None:
     ]
     assert list(children.applications) == ["bronze", "silver", "gold"]
     assert children.declaration["kind"] == "ConfigMap"
+    assert children.compaction is not None
+    assert (children.compaction["kind"], children.compaction["metadata"]["name"]) == (
+        "CronJob",
+        "crypto-compact-gold",
+    )
+    assert children.objects()[-1] is children.compaction
     for obj in children.objects():
         (ref,) = obj["metadata"]["ownerReferences"]
         assert ref == {
@@ -335,6 +341,12 @@ def _hashes(docs: dict[str, Any]) -> dict[str, str]:
         ),
         (lambda d: d["crypto"]["spec"].update(feeds=["binance"]), {"bronze", "silver", "gold"}),
         (lambda d: d["crypto"]["spec"].update(tables={"deletionPolicy": "Delete"}), set()),
+        (
+            lambda d: d["crypto"]["spec"]["compaction"].update(
+                schedule="0 * * * *", graceMinutes=30
+            ),
+            set(),
+        ),
     ],
 )
 def test_a_spec_change_restarts_only_the_affected_applications(
@@ -396,6 +408,122 @@ def test_s3_credentials_reach_driver_and_executors_by_secret_reference() -> None
             app["metadata"]["annotations"]["k2.io/spec-hash"]
             != default[layer]["metadata"]["annotations"]["k2.io/spec-hash"]
         )
+
+
+# ------------------------------------------------------------------ gold compaction CronJob
+
+
+def _compaction(docs: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
+    cron = render_sample(docs, **kw).compaction
+    assert cron is not None
+    return cron
+
+
+def _compaction_container(cron: dict[str, Any]) -> dict[str, Any]:
+    (container,) = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    return dict(container)
+
+
+def test_compaction_cronjob_runs_k2_tables_compact_on_the_declared_schedule() -> None:
+    children = render_sample()
+    cron = children.compaction
+    assert cron is not None
+    assert cron["apiVersion"] == "batch/v1" and cron["kind"] == "CronJob"
+    assert cron["metadata"]["name"] == render.compaction_name("crypto") == "crypto-compact-gold"
+    labels = cron["metadata"]["labels"]
+    assert (
+        labels["k2.io/pipeline"] == "crypto"
+        and labels["app.kubernetes.io/managed-by"] == "k2-operator"
+    )
+    spec = cron["spec"]
+    assert spec["schedule"] == "*/10 * * * *"
+    assert spec["concurrencyPolicy"] == "Forbid"  # never two rewrites of the same hour at once
+    assert 0 < spec["startingDeadlineSeconds"] <= 600
+    assert (spec["successfulJobsHistoryLimit"], spec["failedJobsHistoryLimit"]) == (1, 3)
+    job = spec["jobTemplate"]["spec"]
+    assert job["backoffLimit"] == 2 and job["activeDeadlineSeconds"] > 0
+    pod = job["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert pod["automountServiceAccountToken"] is False  # it never talks to Kubernetes
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == render.NON_ROOT_UID == 10001
+    c = _compaction_container(cron)
+    assert c["image"] == Settings().ingestor_image  # the k2 image: `k2`, pyiceberg, pyarrow
+    assert c["command"] == ["k2"]
+    assert c["args"] == ["tables", "compact", "-f", "/etc/k2/pipeline.yaml", "--grace", "15"]
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert c["resources"]["requests"]["memory"] and c["resources"]["limits"]["memory"]
+    # the declaration exactly as the Spark jobs get it: the ConfigMap at /etc/k2
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert mounts["declaration"] == {
+        "name": "declaration",
+        "mountPath": render.DECLARATION_DIR,
+        "readOnly": True,
+    }
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["declaration"]["configMap"]["name"] == children.declaration["metadata"]["name"]
+    assert render.DECLARATION_FILE in children.declaration["data"]
+    driver = children.applications["gold"]["spec"]["driver"]
+    assert driver["volumeMounts"] == [mounts["declaration"]]
+    assert children.applications["gold"]["spec"]["volumes"] == [volumes["declaration"]]
+    # a writable /tmp on the read-only root, where k2's data directory goes
+    assert mounts["tmp"]["mountPath"] == "/tmp" and "emptyDir" in volumes["tmp"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["K2_DATA"]["value"].startswith("/tmp/")
+    assert not any(name.startswith("AWS_") for name in env)
+
+
+def test_compaction_args_are_a_k2_tables_compact_command_line() -> None:
+    from k2.cli import build_parser
+
+    parser = build_parser("tables")  # the real `k2` command line
+    docs = sample()
+    docs["crypto"]["spec"]["compaction"]["graceMinutes"] = 7.5
+    args = parser.parse_args(_compaction_container(_compaction(docs))["args"])
+    assert args.tables_command == "compact"
+    assert str(args.file) == "/etc/k2/pipeline.yaml"
+    assert args.grace == 7.5 and args.every is None and not args.dry_run  # one round per run
+
+
+def test_compaction_settings_reach_the_cronjob() -> None:
+    docs = sample()
+    docs["crypto"]["spec"]["compaction"] = {"schedule": "7 * * * *", "graceMinutes": 30}
+    settings = Settings(
+        ingestor_image="registry.local/k2-ingestor:1",
+        s3_credentials_secret="k2-minio",
+        s3_access_key_id_key="rootUser",
+    )
+    cron = _compaction(docs, settings=settings)
+    assert cron["spec"]["schedule"] == "7 * * * *"
+    c = _compaction_container(cron)
+    assert c["args"][-2:] == ["--grace", "30"]
+    assert c["image"] == "registry.local/k2-ingestor:1"
+    # S3 credentials by reference, exactly as the Spark pods get them
+    aws = [e for e in c["env"] if e["name"].startswith("AWS_")]
+    assert aws == render.s3_credentials_env(settings)
+    assert aws[0]["valueFrom"]["secretKeyRef"] == {"name": "k2-minio", "key": "rootUser"}
+    # a separate image for compaction, when the operator is told so
+    other = Settings(ingestor_image="k2-ingestor:1", compaction_image="k2-tools:2")
+    assert _compaction_container(_compaction(settings=other))["image"] == "k2-tools:2"
+
+
+def test_disabled_compaction_renders_no_cronjob() -> None:
+    docs = sample()
+    docs["crypto"]["spec"]["compaction"]["enabled"] = False
+    children = render_sample(docs)
+    assert children.compaction is None
+    assert "CronJob" not in {o["kind"] for o in children.objects()}
+    del docs["crypto"]["spec"]["compaction"]  # absent: the defaults, enabled
+    assert render_sample(docs).compaction is not None
+
+
+def test_invalid_compaction_is_a_declaration_error() -> None:
+    docs = sample()
+    docs["crypto"]["spec"]["compaction"]["schedule"] = "hourly"
+    with pytest.raises(DeclarationError, match=r"spec\.compaction\.schedule"):
+        render_sample(docs)
 
 
 def test_missing_feed_is_a_declaration_error() -> None:

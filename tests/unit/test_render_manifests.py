@@ -110,7 +110,13 @@ def test_rbac_is_least_privilege_on_the_things_that_matter() -> None:
     assert not any("*" in (g, r, v) for g, r, v in grants)
     assert not any(r in ("secrets", "pods") for _, r, _ in grants)
     deletable = {(g, r) for g, r, v in grants if v == "delete"}
-    assert deletable == {("sparkoperator.k8s.io", "sparkapplications"), ("k2.io", "icebergtables")}
+    assert deletable == {
+        ("sparkoperator.k8s.io", "sparkapplications"),
+        ("k2.io", "icebergtables"),
+        ("batch", "cronjobs"),
+    }
+    # the compaction CronJob's Jobs and pods are the CronJob controller's, never the operator's
+    assert not any(r in ("jobs", "pods") for _, r, _ in grants)
     assert not any(
         v in ("update", "create") and r in ("medallionpipelines", "exchangefeeds")
         for _, r, v in grants

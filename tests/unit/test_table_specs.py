@@ -220,6 +220,44 @@ def test_catalog_comes_from_flags_then_local_stack_then_declaration(
         tables_cli.resolve_catalog(_args(catalog_uri="sqlite:////x.db"), None)
 
 
+def test_declared_object_store_settings_reach_pyiceberg(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The declaration's spark.conf settings of the jobs' catalog `k2` that a pyiceberg client
+    of the same catalog needs (e.g. the chart's MinIO endpoint), under pyiceberg's names."""
+    import dataclasses
+
+    p = _pipeline()
+    conf = {
+        "spark.sql.catalog.k2.s3.endpoint": "http://k2-minio:9000",
+        "spark.sql.catalog.k2.s3.path-style-access": "true",
+        "spark.sql.catalog.k2.client.region": "us-east-1",
+        "spark.sql.catalog.k2.io-impl": "org.apache.iceberg.aws.s3.S3FileIO",
+        "spark.sql.catalog.other.s3.endpoint": "http://elsewhere:9000",
+        "spark.hadoop.fs.s3a.endpoint": "http://k2-minio:9000",
+    }
+    p = dataclasses.replace(p, spark=dataclasses.replace(p.spark, conf=conf))
+    assert tables_cli.declared_io_properties(p) == {
+        "client.region": "us-east-1",
+        "s3.endpoint": "http://k2-minio:9000",
+        "s3.path-style-access": "true",
+    }
+    assert tables_cli.declared_io_properties(_pipeline()) == {}
+    # opening the declaration's own catalog passes them; another catalog gets none
+    import k2.catalog
+
+    opened: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr(
+        k2.catalog, "load_catalog", lambda uri, wh, **props: opened.append((uri, props))
+    )
+    tables_cli.open_catalog(_args(stack_dir=tmp_path), p)
+    tables_cli.open_catalog(_args(stack_dir=tmp_path, catalog_uri="http://other:8181"), p)
+    assert opened == [
+        ("http://decl:8181", tables_cli.declared_io_properties(p)),
+        ("http://other:8181", {}),
+    ]
+
+
 def test_cli_on_the_embedded_catalog(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     where = [
         "--catalog-uri",
