@@ -208,6 +208,9 @@ def compact_hour(table: Table, hour: Hour, *, max_attempts: int = 5) -> HourResu
                 )
                 props = {SNAPSHOT_PROPERTY: str(hour)}
                 with tx.update_snapshot(snapshot_properties=props).overwrite() as rewrite:
+                    # Conflicts are checked against this hour only: a gold commit to another
+                    # hour (the current one) does not make this rewrite start over.
+                    rewrite.delete_by_predicate(_hour_filter(hour))
                     for t in tasks:
                         rewrite.delete_data_file(t.file)
                     added = 0

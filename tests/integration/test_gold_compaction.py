@@ -158,6 +158,34 @@ def test_a_commit_that_raced_another_writer_is_retried_on_the_new_snapshot(
     assert is_clustered([f for f in file_facts(gold) if f.hour == hour])
 
 
+def test_a_commit_to_another_hour_meanwhile_is_no_conflict(
+    gold: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gold job keeps appending to the current hour while a closed one is compacted."""
+    other_hour = gold.scan(
+        row_filter=f"exchange_date = '{DAY.isoformat()}' AND exchange_hour = 22", limit=3
+    ).to_arrow()
+    other_hour = other_hour.set_column(
+        other_hour.schema.get_field_index("message_id"),
+        "message_id",
+        pa.array([f"now-{i}" for i in range(other_hour.num_rows)]),
+    )
+    real_split = gold_compaction.split_clusters
+    appended: list[bool] = []
+
+    def split_while_the_gold_job_commits(rows: pa.Table) -> list[pa.Table]:
+        if not appended:
+            appended.append(True)
+            gold.catalog.load_table(gold.name()).append(other_hour)
+        return real_split(rows)
+
+    monkeypatch.setattr(gold_compaction, "split_clusters", split_while_the_gold_job_commits)
+    before = len(_ids(gold))
+    result = compact_hour(gold, Hour(DAY, 3))
+    assert appended and result.attempts == 1
+    assert len(_ids(gold)) == before + other_hour.num_rows
+
+
 def settled(table: Any) -> bool:
     """Every hour of the (long closed) day is one file per exchange and symbol."""
     table.refresh()

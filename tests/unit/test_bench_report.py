@@ -70,3 +70,14 @@ def test_targets_are_listed_with_their_verdicts_and_a_failed_run_is_not_met() ->
     assert "| query | meets_target | yes |" in md
     assert "| query | meets_target_with_wide | **no** |" in md
     assert "| query | failed_batches | 0.00 |" in md
+
+
+def test_sustained_rates_and_recovery_times_are_reported() -> None:
+    results = {
+        "bronze": {"bronze": {"rows_per_s_sustained": 144509, "ratio_to_raw_consume": 0.34}},
+        "recovery": {"layers": {"gold": {"first_commit_s": 19.58, "failed_batches": 0}}, "target_s": 60},
+    }
+    md = report.markdown(results)
+    assert "| bronze | bronze.rows_per_s_sustained | 144,509.00 |" in md
+    assert "| recovery | layers.gold.first_commit_s | 19.58 |" in md
+    assert "target_s" not in md

@@ -28,7 +28,18 @@ def flatten(result: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, 
 
 
 def is_throughput(key: str) -> bool:
-    return key.endswith(("per_s", "_per_second", "rows_s", "msg_s", "trades_s"))
+    leaf = key.rsplit(".", 1)[-1]
+    return "per_s" in leaf or leaf.endswith(("_per_second", "rows_s", "msg_s", "trades_s"))
+
+
+def is_duration(key: str) -> bool:
+    """A single time in seconds, e.g. recovery's first_commit_s (not a rate, not a target)."""
+    leaf = key.rsplit(".", 1)[-1]
+    return (
+        leaf.endswith("_s")
+        and not is_throughput(key)
+        and not any(word in key for word in ("target", "window"))
+    )
 
 
 NOT_LATENCY = ("rows", "files", "cpu", "plan", "read", "batch", "refresh", "target")
@@ -67,6 +78,7 @@ def markdown(results: Mapping[str, Mapping[str, Any]]) -> str:
             if (
                 is_throughput(key)
                 or is_latency(key)
+                or is_duration(key)
                 or "ratio" in key
                 or "peak" in key
                 or "failed" in key
@@ -88,13 +100,16 @@ def markdown(results: Mapping[str, Mapping[str, Any]]) -> str:
 def chart(results: Mapping[str, Mapping[str, Any]], path: Path) -> Path | None:
     """Two panels: throughputs (log scale) and latency percentiles. None if nothing to plot."""
     throughput = [
-        (f"{n}.{k}", v) for n, r in results.items() for k, v in flatten(r) if is_throughput(k)
+        (f"{n}.{k}", v)
+        for n, r in results.items()
+        for k, v in flatten(r)
+        if is_throughput(k) and "target" not in k and "mb_per_s" not in k
     ]
     latency = [
         (f"{n}.{k}", seconds(k, v))
         for n, r in results.items()
         for k, v in flatten(r)
-        if is_latency(k)
+        if is_latency(k) or is_duration(k)
     ]
     if not throughput and not latency:
         return None
