@@ -524,6 +524,23 @@ def pipeline_conditions(
     return st.ready("PipelineRunning", summary)
 
 
+def compaction_status(cron_job: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The pipeline's view of its gold compaction CronJob, as the CronJob controller reports
+    it (pure); None when compaction is disabled."""
+    if cron_job is None:
+        return None
+    status = cron_job.get("status") or {}
+    out: dict[str, Any] = {
+        "cronJob": (cron_job.get("metadata") or {}).get("name", ""),
+        "schedule": (cron_job.get("spec") or {}).get("schedule", ""),
+        "active": len(status.get("active") or []),
+    }
+    for key in ("lastScheduleTime", "lastSuccessfulTime"):
+        if status.get(key):
+            out[key] = status[key]
+    return out
+
+
 def _reconcile_application(
     ctx: Context,
     body: Mapping[str, Any],
@@ -647,8 +664,9 @@ def reconcile_pipeline(ctx: Context, body: Mapping[str, Any]) -> None:
                 ctx.kube.delete(Ref.of(a), uid=a["metadata"].get("uid"))
                 ctx.event(body, "Normal", "Pruned", f"deleted SparkApplication {name}")
         # The gold compaction CronJob: applied while spec.compaction.enabled, else pruned.
+        cron_job = None
         if children.compaction is not None:
-            _apply_child(ctx, body, children.compaction)
+            cron_job = _apply_child(ctx, body, children.compaction)
         wanted_cron = {children.compaction["metadata"]["name"]} if children.compaction else set()
         for cj in ctx.kube.list(
             Ref.kind_of("CronJob", ns, ""),
@@ -711,6 +729,7 @@ def reconcile_pipeline(ctx: Context, body: Mapping[str, Any]) -> None:
                 for layer, app in apps.items()
             ],
             "checkpointEpochs": dict(epochs),
+            "compaction": compaction_status(cron_job),  # None removes it (merge patch)
         },
     )
 

@@ -278,6 +278,13 @@ def test_operator_runs_a_pipeline_lifecycle_as_its_service_account(
             describe=lambda: sorted(cron_jobs()),
         )
         cron = cron_jobs()["crypto-compact-gold"]
+        eventually(
+            lambda: (pipeline().get("status") or {}).get("compaction", {}).get("cronJob")
+            == "crypto-compact-gold",
+            what="the pipeline's status names its compaction CronJob",
+            describe=lambda: pipeline().get("status"),
+        )
+        assert pipeline()["status"]["compaction"]["schedule"] == "*/10 * * * *"
         assert cron.spec.concurrency_policy == "Forbid"
         assert [r.kind for r in cron.metadata.owner_references] == ["MedallionPipeline"]
         (container,) = cron.spec.job_template.spec.template.spec.containers
@@ -316,6 +323,11 @@ def test_operator_runs_a_pipeline_lifecycle_as_its_service_account(
             lambda: not cron_jobs(),
             what="the CronJob pruned when compaction is disabled",
             describe=lambda: sorted(cron_jobs()),
+        )
+        eventually(
+            lambda: "compaction" not in (pipeline().get("status") or {}),
+            what="the compaction status gone with the CronJob",
+            describe=lambda: pipeline().get("status"),
         )
 
         # restart (delete + create) and drift repair use the same permissions

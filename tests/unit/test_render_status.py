@@ -7,7 +7,12 @@ from typing import Any
 import pytest
 
 from k2_operator import status as st
-from k2_operator.reconcile import application_state, feed_conditions, pipeline_conditions
+from k2_operator.reconcile import (
+    application_state,
+    compaction_status,
+    feed_conditions,
+    pipeline_conditions,
+)
 
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
 
@@ -194,3 +199,27 @@ def test_application_state() -> None:
     assert application_state(None) == ""
     assert application_state(app(None)) == ""
     assert application_state(app("SUBMITTED")) == "SUBMITTED"
+
+
+def test_compaction_status_reports_the_cron_jobs_controller_view() -> None:
+    assert compaction_status(None) is None  # disabled: the status field is removed
+    fresh = {"metadata": {"name": "crypto-compact-gold"}, "spec": {"schedule": "*/10 * * * *"}}
+    assert compaction_status(fresh) == {
+        "cronJob": "crypto-compact-gold",
+        "schedule": "*/10 * * * *",
+        "active": 0,
+    }
+    ran = fresh | {
+        "status": {
+            "active": [{"name": "crypto-compact-gold-29400000"}],
+            "lastScheduleTime": "2026-11-25T21:10:00Z",
+            "lastSuccessfulTime": "2026-11-25T21:00:41Z",
+        }
+    }
+    assert compaction_status(ran) == {
+        "cronJob": "crypto-compact-gold",
+        "schedule": "*/10 * * * *",
+        "active": 1,
+        "lastScheduleTime": "2026-11-25T21:10:00Z",
+        "lastSuccessfulTime": "2026-11-25T21:00:41Z",
+    }
