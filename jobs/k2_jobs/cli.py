@@ -1,5 +1,6 @@
-"""`k2 job {bronze|silver|gold} -f pipeline.yaml [overrides]`: run one streaming job in this
-process (a local Spark driver, or the driver spark-submit started).
+"""`k2 job {bronze|silver|gold|all} -f pipeline.yaml [overrides]`: run one streaming job in
+this process (a local Spark driver, or the driver spark-submit started); `all` runs the three
+in one driver (what `k2 up` does on one machine).
 
     k2 job bronze -f examples/pipeline.yaml --bootstrap-servers 127.0.0.1:9092 \\
         --catalog-uri http://127.0.0.1:8181 --warehouse file:///tmp/wh --checkpoint-location /tmp/ck
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 
 from k2_jobs.common import (
     LAYERS,
@@ -17,14 +19,25 @@ from k2_jobs.common import (
     options_from_args,
     pipeline_from_args,
     run_job,
+    run_jobs,
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("layer", choices=LAYERS, help="which job")
+    parser.add_argument(
+        "layer", choices=(*LAYERS, "all"), help="which job (all: the three, one driver)"
+    )
     add_job_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    pipeline, options = pipeline_from_args(args), options_from_args(args)
+    if args.layer == "all":
+        if options.available_now:
+            print("k2 job all: --available-now runs one layer at a time (k2 job bronze "
+                  "--available-now, then silver, then gold)", file=sys.stderr)  # fmt: skip
+            return 2
+        starts = {layer: importlib.import_module(f"k2_jobs.{layer}").start for layer in LAYERS}
+        return run_jobs(starts, pipeline, options)
     module = importlib.import_module(f"k2_jobs.{args.layer}")
-    return run_job(args.layer, module.start, pipeline_from_args(args), options_from_args(args))
+    return run_job(args.layer, module.start, pipeline, options)

@@ -12,13 +12,14 @@ A job runs in one of two places:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -325,6 +326,56 @@ def run_job(layer: str, start: StartFn, pipeline: Pipeline, options: JobOptions)
     run_query(spark, pipeline, options, start)
     log.info("k2 job %s: stopped", layer)
     return 0
+
+
+def run_jobs(starts: Mapping[str, StartFn], pipeline: Pipeline, options: JobOptions) -> int:
+    """Every layer's query in one driver (`k2 job all`, what `k2 up` runs): one JVM instead
+    of one per layer on a small machine, the layers sharing its cores through the FAIR
+    scheduler. SIGTERM/SIGINT stop every query; a query that fails (beyond run_query's
+    SPARK-55271 restarts) stops the others too, and the exit status is 1."""
+    configure_logging()
+    if options.available_now:
+        raise ValueError(
+            "--available-now runs one layer at a time (bronze, then silver, then gold): "
+            "each layer drains what the one before it wrote"
+        )
+    conf = {**pipeline.spark.conf, "spark.scheduler.mode": "FAIR"}
+    pipeline = dataclasses.replace(pipeline, spark=dataclasses.replace(pipeline.spark, conf=conf))
+    spark = session(pipeline, "all", options)
+    stop = threading.Event()
+    failed: list[str] = []
+
+    def run(layer: str, start: StartFn) -> None:
+        log.info("k2 job %s: checkpoint %s", layer, pipeline.checkpoint(layer))
+        try:
+            run_query(spark, pipeline, options, start)
+        except Exception as exc:  # noqa: BLE001 - reported, and the other layers stopped
+            log.error("k2 job %s failed: %s", layer, exc)
+            failed.append(layer)
+        stop.set()  # one layer ended: end them all (they only end together)
+
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)
+    }
+    threads = [
+        threading.Thread(target=run, args=(layer, start), name=f"k2-{layer}", daemon=True)
+        for layer, start in starts.items()
+    ]
+    try:
+        for t in threads:
+            t.start()
+        while not stop.wait(1.0):
+            pass
+        log.info("k2 job all: stopping %d queries", len(spark.streams.active))
+        for query in spark.streams.active:
+            query.stop()
+        for t in threads:
+            t.join(120)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    log.info("k2 job all: stopped%s", f" ({', '.join(failed)} failed)" if failed else "")
+    return 1 if failed else 0
 
 
 def main_for(layer: str, start: StartFn, argv: Sequence[str] | None = None) -> int:

@@ -4,7 +4,8 @@
     -> tables created/evolved from the specs                 k2.iceberg_ddl
     -> replay servers speaking Binance/Kraken (or --live)    k2_ingestors.replay
     -> one ingestor per ExchangeFeed                         k2_ingestors
-    -> bronze, silver, gold Spark jobs                       k2_jobs
+    -> bronze, silver, gold Spark jobs, in one driver        k2_jobs (`k2 job all`)
+    -> gold compaction of closed hours                       k2.gold_compaction
 
 Every process is a child with its own log under the run directory; state (Kafka logs,
 catalog, warehouse, checkpoints) lives there too, so running `k2 up` again resumes.
@@ -253,9 +254,9 @@ class LocalRun:
             self.metrics_urls[feed.exchange] = f"http://{HOST}:{metrics_port}/metrics"
             self.spawn(f"ingest-{feed.name}", ingest_args(feed, p, url, metrics_port))
 
-        for layer in declaration.LAYERS:
-            self.say(f"starting the {layer} Spark job…")
-            self.spawn(f"job-{layer}", ["job", layer, "-f", str(resolved)])
+        # One Spark driver for the three layers: one JVM, not three, on a small machine.
+        self.say("starting the bronze, silver and gold Spark jobs (one driver)…")
+        self.spawn("job-all", ["job", "all", "-f", str(resolved)])
         # closed gold hours -> one file per exchange and symbol (k2.gold_compaction),
         # as the declaration's spec.compaction says
         if p.compaction.enabled:
