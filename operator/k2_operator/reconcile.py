@@ -240,6 +240,20 @@ def _owned_by(obj: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
     )
 
 
+def _prune(ctx: Context, owner: Mapping[str, Any], kind: str, wanted: set[str], why: str) -> None:
+    """Delete the owner's children of `kind` (by its pipeline label) that are not `wanted`."""
+    meta = owner["metadata"]
+    for obj in ctx.kube.list(
+        Ref.kind_of(kind, meta.get("namespace") or "default", ""),
+        label_selector=f"{LABEL_PIPELINE}={meta['name']}",
+    ):
+        if _owned_by(obj, owner) and obj["metadata"]["name"] not in wanted:
+            ctx.kube.delete(Ref.of(obj), uid=obj["metadata"].get("uid"))
+            ctx.event(
+                owner, "Normal", "Pruned", f"deleted {kind} {obj['metadata']['name']} ({why})"
+            )
+
+
 def _apply_child(ctx: Context, owner: Mapping[str, Any], obj: Mapping[str, Any]) -> dict[str, Any]:
     """Server-side apply one child; an event when it was created or its spec changed."""
     ref = Ref.of(obj)
@@ -646,18 +660,7 @@ def reconcile_pipeline(ctx: Context, body: Mapping[str, Any]) -> None:
             )
         # Children that are no longer desired (e.g. the silver table of a removed feed).
         wanted = {t["metadata"]["name"] for t in children.tables}
-        for t in ctx.kube.list(
-            Ref.kind_of("IcebergTable", ns, ""),
-            label_selector=f"{LABEL_PIPELINE}={meta['name']}",
-        ):
-            if _owned_by(t, body) and t["metadata"]["name"] not in wanted:
-                ctx.kube.delete(Ref.of(t), uid=t["metadata"].get("uid"))
-                ctx.event(
-                    body,
-                    "Normal",
-                    "Pruned",
-                    f"deleted IcebergTable {t['metadata']['name']} (no longer in the spec)",
-                )
+        _prune(ctx, body, "IcebergTable", wanted, "no longer in the spec")
         wanted_apps = {a["metadata"]["name"] for a in children.applications.values()}
         for name, a in existing_apps.items():
             if name not in wanted_apps:
@@ -668,19 +671,8 @@ def reconcile_pipeline(ctx: Context, body: Mapping[str, Any]) -> None:
         if children.compaction is not None:
             cron_job = _apply_child(ctx, body, children.compaction)
         wanted_cron = {children.compaction["metadata"]["name"]} if children.compaction else set()
-        for cj in ctx.kube.list(
-            Ref.kind_of("CronJob", ns, ""),
-            label_selector=f"{LABEL_PIPELINE}={meta['name']}",
-        ):
-            if _owned_by(cj, body) and cj["metadata"]["name"] not in wanted_cron:
-                # Background propagation: its Jobs and their pods follow by ownerReferences.
-                ctx.kube.delete(Ref.of(cj), uid=cj["metadata"].get("uid"))
-                ctx.event(
-                    body,
-                    "Normal",
-                    "Pruned",
-                    f"deleted CronJob {cj['metadata']['name']} (compaction disabled)",
-                )
+        # (a CronJob's Jobs and their pods follow it by ownerReferences)
+        _prune(ctx, body, "CronJob", wanted_cron, "compaction disabled")
     except ApiException as exc:
         message = f"applying children failed: {api_message(exc)}"
         raise retry_later(ctx, body, "ApplyFailed", message) from exc

@@ -182,6 +182,17 @@ def _meta(
 # ------------------------------------------------------------------ ExchangeFeed
 
 
+def pod_security_context() -> dict[str, Any]:
+    """The k2 image's pods (ingestors, compaction): its numeric non-root user, default seccomp."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": NON_ROOT_UID,
+        "runAsGroup": NON_ROOT_UID,
+        "fsGroup": NON_ROOT_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
 def deployment_name(feed_name: str) -> str:
     return f"{feed_name}-ingestor"
 
@@ -328,13 +339,7 @@ def render_feed(
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
                     "terminationGracePeriodSeconds": 30,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": NON_ROOT_UID,
-                        "runAsGroup": NON_ROOT_UID,
-                        "fsGroup": NON_ROOT_UID,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
+                    "securityContext": pod_security_context(),
                     "containers": [container],
                     "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
                 },
@@ -702,13 +707,7 @@ def render_compaction(
                             "automountServiceAccountToken": False,
                             "enableServiceLinks": False,
                             "terminationGracePeriodSeconds": 30,
-                            "securityContext": {
-                                "runAsNonRoot": True,
-                                "runAsUser": NON_ROOT_UID,
-                                "runAsGroup": NON_ROOT_UID,
-                                "fsGroup": NON_ROOT_UID,
-                                "seccompProfile": {"type": "RuntimeDefault"},
-                            },
+                            "securityContext": pod_security_context(),
                             "containers": [container],
                             "volumes": [
                                 {
