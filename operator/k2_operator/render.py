@@ -182,14 +182,32 @@ def _meta(
 # ------------------------------------------------------------------ ExchangeFeed
 
 
-def pod_security_context() -> dict[str, Any]:
-    """The k2 image's pods (ingestors, compaction): its numeric non-root user, default seccomp."""
+def k2_pod_spec(container: dict[str, Any], volumes: list[dict[str, Any]]) -> dict[str, Any]:
+    """The pod spec of the k2 image's pods (ingestors, compaction): its numeric non-root user,
+    default seccomp, no service-account token or service links."""
     return {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 30,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": NON_ROOT_UID,
+            "runAsGroup": NON_ROOT_UID,
+            "fsGroup": NON_ROOT_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+    }
+
+
+def k2_container_security_context() -> dict[str, Any]:
+    """A k2 container: read-only root (writes go to an emptyDir /tmp), no privileges."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
         "runAsNonRoot": True,
-        "runAsUser": NON_ROOT_UID,
-        "runAsGroup": NON_ROOT_UID,
-        "fsGroup": NON_ROOT_UID,
-        "seccompProfile": {"type": "RuntimeDefault"},
+        "capabilities": {"drop": ["ALL"]},
     }
 
 
@@ -304,12 +322,7 @@ def render_feed(
             "failureThreshold": 6,
         },
         "resources": resources,
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": k2_container_security_context(),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
     deployment = {
@@ -335,14 +348,9 @@ def render_feed(
                         "prometheus.io/path": "/metrics",
                     },
                 },
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "terminationGracePeriodSeconds": 30,
-                    "securityContext": pod_security_context(),
-                    "containers": [container],
-                    "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
-                },
+                "spec": k2_pod_spec(
+                    container, [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
+                ),
             },
         },
     }
@@ -674,17 +682,16 @@ def render_compaction(
             "requests": {"cpu": "250m", "memory": "512Mi"},
             "limits": {"memory": "2Gi"},
         },
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": k2_container_security_context(),
         "volumeMounts": [
             {"name": "declaration", "mountPath": DECLARATION_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
+    volumes = [
+        {"name": "declaration", "configMap": {"name": declaration_name(pipeline.name)}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+    ]
     return {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
@@ -704,18 +711,7 @@ def render_compaction(
                         "metadata": {"labels": dict(pod_labels)},
                         "spec": {
                             "restartPolicy": "Never",
-                            "automountServiceAccountToken": False,
-                            "enableServiceLinks": False,
-                            "terminationGracePeriodSeconds": 30,
-                            "securityContext": pod_security_context(),
-                            "containers": [container],
-                            "volumes": [
-                                {
-                                    "name": "declaration",
-                                    "configMap": {"name": declaration_name(pipeline.name)},
-                                },
-                                {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
-                            ],
+                            **k2_pod_spec(container, volumes),
                         },
                     },
                 },
