@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from k2.contracts.tables import GOLD
+from k2.pipeline import CompactionSettings
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table
@@ -50,7 +51,8 @@ SORT_COLUMNS: tuple[str, ...] = tuple(s.source for s in GOLD.sort_by)
 # One file per (exchange, symbol): the planner prunes on symbol, and per-exchange counts
 # come from the manifests' record counts alone (k2.gold_queries).
 CLUSTER_COLUMNS: tuple[str, ...] = ("exchange", "symbol")
-DEFAULT_GRACE = dt.timedelta(minutes=15)
+# the declaration's default (spec.compaction.graceMinutes), for callers without one
+DEFAULT_GRACE = dt.timedelta(minutes=CompactionSettings.grace_minutes)
 # A snapshot property that marks compaction commits (readers and auditors can skip them).
 SNAPSHOT_PROPERTY = "k2.compaction"
 

@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from k2.pipeline import CompactionSettings
+
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
 
@@ -29,7 +31,8 @@ if TYPE_CHECKING:
     from k2.pipeline import Pipeline
 
 
-DEFAULT_GRACE_MINUTES = 15.0
+# the declaration's default (spec.compaction.graceMinutes)
+DEFAULT_GRACE_MINUTES = CompactionSettings.grace_minutes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
