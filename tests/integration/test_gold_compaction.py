@@ -126,29 +126,40 @@ def test_compaction_rewrites_closed_hours_one_file_per_symbol(gold: Any) -> None
     assert compact(gold, now=NOW, grace=GRACE) == []  # idempotent
 
 
+def _new_rows_of_hour(gold: Any, hour: int, n: int, prefix: str) -> pa.Table:
+    """`n` rows of an hour of `gold` under new message ids: what a writer would add to it."""
+    rows = gold.scan(
+        row_filter=f"exchange_date = '{DAY.isoformat()}' AND exchange_hour = {hour}", limit=n
+    ).to_arrow()
+    ids = pa.array([f"{prefix}-{i}" for i in range(rows.num_rows)])
+    return rows.set_column(rows.schema.get_field_index("message_id"), "message_id", ids)
+
+
+def _append_during_first_split(
+    gold: Any, monkeypatch: pytest.MonkeyPatch, rows: pa.Table
+) -> list[int]:
+    """Another writer appends `rows` while compaction's first attempt is between its read and
+    its commit; returns (once it happened) the row count that attempt had read."""
+    real_split = gold_compaction.split_clusters
+    read: list[int] = []
+
+    def split_while_another_writer_commits(hour_rows: pa.Table) -> list[pa.Table]:
+        if not read:
+            read.append(hour_rows.num_rows)
+            gold.catalog.load_table(gold.name()).append(rows)
+        return real_split(hour_rows)
+
+    monkeypatch.setattr(gold_compaction, "split_clusters", split_while_another_writer_commits)
+    return read
+
+
 def test_a_commit_that_raced_another_writer_is_retried_on_the_new_snapshot(
     gold: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hour = Hour(DAY, 3)
-    late = gold.scan(
-        row_filter=f"exchange_date = '{DAY.isoformat()}' AND exchange_hour = 3", limit=5
-    ).to_arrow()
-    late = late.set_column(
-        late.schema.get_field_index("message_id"),
-        "message_id",
-        pa.array([f"late-{i}" for i in range(late.num_rows)]),
-    )
+    late = _new_rows_of_hour(gold, 3, 5, "late")
     before = len(_ids(gold))
-    real_split = gold_compaction.split_clusters
-    raced: list[int] = []
-
-    def split_while_the_gold_job_commits(rows: pa.Table) -> list[pa.Table]:
-        if not raced:  # the first attempt: another writer appends to this hour meanwhile
-            raced.append(rows.num_rows)
-            gold.catalog.load_table(gold.name()).append(late)
-        return real_split(rows)
-
-    monkeypatch.setattr(gold_compaction, "split_clusters", split_while_the_gold_job_commits)
+    raced = _append_during_first_split(gold, monkeypatch, late)
     result = compact_hour(gold, hour)
 
     assert result.attempts == 2
@@ -162,25 +173,9 @@ def test_a_commit_to_another_hour_meanwhile_is_no_conflict(
     gold: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The gold job keeps appending to the current hour while a closed one is compacted."""
-    other_hour = gold.scan(
-        row_filter=f"exchange_date = '{DAY.isoformat()}' AND exchange_hour = 22", limit=3
-    ).to_arrow()
-    other_hour = other_hour.set_column(
-        other_hour.schema.get_field_index("message_id"),
-        "message_id",
-        pa.array([f"now-{i}" for i in range(other_hour.num_rows)]),
-    )
-    real_split = gold_compaction.split_clusters
-    appended: list[bool] = []
-
-    def split_while_the_gold_job_commits(rows: pa.Table) -> list[pa.Table]:
-        if not appended:
-            appended.append(True)
-            gold.catalog.load_table(gold.name()).append(other_hour)
-        return real_split(rows)
-
-    monkeypatch.setattr(gold_compaction, "split_clusters", split_while_the_gold_job_commits)
+    other_hour = _new_rows_of_hour(gold, 22, 3, "now")
     before = len(_ids(gold))
+    appended = _append_during_first_split(gold, monkeypatch, other_hour)
     result = compact_hour(gold, Hour(DAY, 3))
     assert appended and result.attempts == 1
     assert len(_ids(gold)) == before + other_hour.num_rows

@@ -215,6 +215,11 @@ def test_operator_runs_a_pipeline_lifecycle_as_its_service_account(
         )["items"]
         return {a["metadata"]["name"]: a for a in items}
 
+    def patch_pipeline(patch: dict[str, Any]) -> None:
+        co.patch_namespaced_custom_object(
+            "k2.io", "v1alpha1", ns, "medallionpipelines", "crypto", patch
+        )
+
     def feed() -> dict[str, Any]:
         result: dict[str, Any] = co.get_namespaced_custom_object(
             "k2.io", "v1alpha1", ns, "exchangefeeds", "binance"
@@ -290,14 +295,7 @@ def test_operator_runs_a_pipeline_lifecycle_as_its_service_account(
         (container,) = cron.spec.job_template.spec.template.spec.containers
         assert container.args == ["tables", "compact", "-f", "/etc/k2/pipeline.yaml",
                                   "--grace", "15"]  # fmt: skip
-        co.patch_namespaced_custom_object(
-            "k2.io",
-            "v1alpha1",
-            ns,
-            "medallionpipelines",
-            "crypto",
-            {"spec": {"compaction": {"schedule": "7 * * * *"}}},
-        )
+        patch_pipeline({"spec": {"compaction": {"schedule": "7 * * * *"}}})
         eventually(
             lambda: compaction_schedule() == "7 * * * *",
             what="the CronJob's schedule follows spec.compaction.schedule",
@@ -311,14 +309,7 @@ def test_operator_runs_a_pipeline_lifecycle_as_its_service_account(
             and c.spec.schedule == "7 * * * *",
             what="the CronJob recreated",
         )
-        co.patch_namespaced_custom_object(
-            "k2.io",
-            "v1alpha1",
-            ns,
-            "medallionpipelines",
-            "crypto",
-            {"spec": {"compaction": {"enabled": False}}},
-        )
+        patch_pipeline({"spec": {"compaction": {"enabled": False}}})
         eventually(
             lambda: not cron_jobs(),
             what="the CronJob pruned when compaction is disabled",
@@ -332,14 +323,7 @@ def test_operator_runs_a_pipeline_lifecycle_as_its_service_account(
 
         # restart (delete + create) and drift repair use the same permissions
         before = spark_apps()["crypto-gold"]["metadata"]["uid"]
-        co.patch_namespaced_custom_object(
-            "k2.io",
-            "v1alpha1",
-            ns,
-            "medallionpipelines",
-            "crypto",
-            {"spec": {"jobs": {"gold": {"trigger": "1 minute"}}}},
-        )
+        patch_pipeline({"spec": {"jobs": {"gold": {"trigger": "1 minute"}}}})
         eventually(lambda: spark_apps().get("crypto-gold", {}).get("metadata", {}).get("uid") not in (None, before),
                    what="gold restarted")  # fmt: skip
         apps.delete_namespaced_deployment("kraken-ingestor", ns)
