@@ -158,7 +158,7 @@ class MemorySampler:
         self._thread.join()
         self._sample()
 
-    def result(self) -> dict[str, float | bool]:
+    def result(self) -> dict[str, float]:
         return {
             "peak_driver_rss_mb": round(self.peak_total / 2**20, 1),
             "peak_driver_jvm_rss_mb": round(self.peak_jvm / 2**20, 1),

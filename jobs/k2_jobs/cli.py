@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 
 from k2_jobs.common import (
     LAYERS,
@@ -33,10 +32,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     pipeline, options = pipeline_from_args(args), options_from_args(args)
     if args.layer == "all":
-        if options.available_now:
-            print("k2 job all: --available-now runs one layer at a time (k2 job bronze "
-                  "--available-now, then silver, then gold)", file=sys.stderr)  # fmt: skip
-            return 2
         starts = {layer: importlib.import_module(f"k2_jobs.{layer}").start for layer in LAYERS}
         return run_jobs(starts, pipeline, options)
     module = importlib.import_module(f"k2_jobs.{args.layer}")

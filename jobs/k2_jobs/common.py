@@ -332,13 +332,16 @@ def run_jobs(starts: Mapping[str, StartFn], pipeline: Pipeline, options: JobOpti
     """Every layer's query in one driver (`k2 job all`, what `k2 up` runs): one JVM instead
     of one per layer on a small machine, the layers sharing its cores through the FAIR
     scheduler. SIGTERM/SIGINT stop every query; a query that fails (beyond run_query's
-    SPARK-55271 restarts) stops the others too, and the exit status is 1."""
-    configure_logging()
+    SPARK-55271 restarts) stops the others too, and the exit status is 1. Draining
+    (available-now) is refused, exit status 2: one layer ending would end the others."""
     if options.available_now:
-        raise ValueError(
-            "--available-now runs one layer at a time (bronze, then silver, then gold): "
-            "each layer drains what the one before it wrote"
+        print(
+            "k2 job all: --available-now runs one layer at a time (k2 job bronze "
+            "--available-now, then silver, then gold): each drains what the one before wrote",
+            file=sys.stderr,
         )
+        return 2
+    configure_logging()
     conf = {**pipeline.spark.conf, "spark.scheduler.mode": "FAIR"}
     pipeline = dataclasses.replace(pipeline, spark=dataclasses.replace(pipeline.spark, conf=conf))
     spark = session(pipeline, "all", options)
