@@ -144,30 +144,20 @@ class HourResult:
         }
 
 
-def single_value(lower: Any, upper: Any) -> str | None:
-    """The string column's only value in a file, from its manifest bounds (None if not one)."""
-    if lower is None or upper is None or bytes(lower) != bytes(upper):
-        return None
-    return bytes(lower).decode("utf-8", errors="replace")
-
-
 def file_facts(table: Table) -> list[FileFacts]:
     """FileFacts of every live data file of the current snapshot."""
+    from k2.gold_queries import single_value, task_partition
+
     ids = [table.schema().find_field(c).field_id for c in CLUSTER_COLUMNS]
-    names = [f.name for f in table.spec().fields]
-    date_pos, hour_pos = names.index(DATE_COLUMN), names.index(HOUR_COLUMN)
-    epoch = dt.date(1970, 1, 1)
     facts = []
     for task in table.scan().plan_files():
         f = task.file
-        day = f.partition[date_pos]
-        date = day if isinstance(day, dt.date) else epoch + dt.timedelta(days=int(day))
         lower, upper = f.lower_bounds or {}, f.upper_bounds or {}
         values = [single_value(lower.get(i), upper.get(i)) for i in ids]
         facts.append(
             FileFacts(
                 path=f.file_path,
-                hour=Hour(date, int(f.partition[hour_pos])),
+                hour=Hour(*task_partition(task)),
                 records=int(f.record_count),
                 cluster_key=None if None in values else tuple(v for v in values if v is not None),
                 has_deletes=bool(task.delete_files),
@@ -271,6 +261,5 @@ __all__ = [
     "file_facts",
     "hours_to_compact",
     "is_clustered",
-    "single_value",
     "split_clusters",
 ]

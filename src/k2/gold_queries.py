@@ -326,7 +326,7 @@ class ScanStats:
             self.files += 1
             self.bytes += t.file.file_size_in_bytes
             self.rows_in_files += t.file.record_count
-            self.partitions.add(_task_partition(t))
+            self.partitions.add(task_partition(t))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -418,12 +418,20 @@ def format_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 # ---------------------------------------------------------------------------
 
 
-def _task_partition(task: FileScanTask) -> tuple[dt.date, int]:
+def task_partition(task: FileScanTask) -> tuple[dt.date, int]:
+    """(exchange_date, exchange_hour) of a planned file."""
     part = task.file.partition
     day, hour = part[0], part[1]
     if isinstance(day, int):
         day = _EPOCH.date() + dt.timedelta(days=day)
     return day, int(hour)
+
+
+def single_value(lower: Any, upper: Any) -> str | None:
+    """A string column's only value in a file, from its manifest bounds (None if not one)."""
+    if lower is None or upper is None or bytes(lower) != bytes(upper):
+        return None
+    return bytes(lower).decode("utf-8", errors="replace")
 
 
 @dataclass(frozen=True)
@@ -533,7 +541,7 @@ class GoldReader:
             return None
         day = _EPOCH.date() + dt.timedelta(days=newest_day)
         tasks = self.plan(EqualTo(DATE_COL, day), ScanStats())
-        hours = [_task_partition(t)[1] for t in tasks]
+        hours = [task_partition(t)[1] for t in tasks]
         newest = _hour_start(day, max(hours)) if hours else _hour_start(day, 23)
         return Extent(_hour_start(*oldest), newest)
 
@@ -580,9 +588,11 @@ class GoldReader:
             f = t.file
             if t.delete_files or (f.null_value_counts or {}).get(fid, 0):
                 continue
-            lo, hi = (f.lower_bounds or {}).get(fid), (f.upper_bounds or {}).get(fid)
-            if lo is not None and hi is not None and bytes(lo) == bytes(hi):
-                out[f.file_path] = bytes(lo).decode("utf-8")
+            exchange = single_value(
+                (f.lower_bounds or {}).get(fid), (f.upper_bounds or {}).get(fid)
+            )
+            if exchange is not None:
+                out[f.file_path] = exchange
         return out
 
     def _manifests(self, snap: Any) -> list[Any]:
@@ -874,7 +884,7 @@ class GoldReader:
         counted = self._counted_from_metadata(tasks) if tr.hour_aligned else {}
         for task in tasks:
             if task.file.file_path in counted:
-                k = (*_task_partition(task), counted[task.file.file_path])
+                k = (*task_partition(task), counted[task.file.file_path])
                 acc[k] = acc.get(k, 0) + task.file.record_count
         stats.metadata_files += len(counted)
         rest = [t for t in tasks if t.file.file_path not in counted]

@@ -12,9 +12,9 @@ from k2.gold_compaction import (
     Hour,
     hours_to_compact,
     is_clustered,
-    single_value,
     split_clusters,
 )
+from k2.gold_queries import single_value
 
 D = dt.date(2025, 6, 2)
 UTC = dt.UTC
