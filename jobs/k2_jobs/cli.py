@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from k2.pipeline import LAYERS
 from k2_jobs.common import (
-    LAYERS,
     add_job_arguments,
     options_from_args,
     pipeline_from_args,

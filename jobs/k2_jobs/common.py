@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from pyspark.sql.streaming.query import StreamingQuery
 
 CATALOG = "k2"
-LAYERS = ("bronze", "silver", "gold")
 log = logging.getLogger("k2_jobs")
 
 

@@ -27,8 +27,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from k2.pipeline import LAYERS
+
 TARGET_S = 60.0
-LAYERS = ("bronze", "silver", "gold")
 
 
 def add_arguments(group: Any) -> None:
