@@ -349,6 +349,9 @@ def run_jobs(starts: Mapping[str, StartFn], pipeline: Pipeline, options: JobOpti
 
     def run(layer: str, start: StartFn) -> None:
         log.info("k2 job %s: checkpoint %s", layer, pipeline.checkpoint(layer))
+        # Its own FAIR pool (the query's batches inherit this thread's local properties):
+        # without one, all three share the default pool, which runs their jobs FIFO.
+        spark.sparkContext.setLocalProperty("spark.scheduler.pool", layer)
         try:
             run_query(spark, pipeline, options, start)
         except Exception as exc:  # noqa: BLE001 - reported, and the other layers stopped
